@@ -1,1 +1,37 @@
-fn main() {}
+//! `mss-backup`: backups for MSS, the sound-machine server. This binary is
+//! thin: it parses the command line, loads the configuration, chooses the
+//! targets, calls `mss-backup-core`, and prints. Exit codes: 0 ok,
+//! 1 backup/restore/verify failed, 75 another run holds the lock,
+//! 78 configuration error.
+
+mod cli;
+mod commands;
+mod config;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit code when a backup, restore or check failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code when another run holds the lock (EX_TEMPFAIL).
+pub const EXIT_LOCKED: u8 = 75;
+/// Exit code for a configuration error (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    mss_backup_core::durable::private_umask();
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mss-backup: {err:#}");
+            if err.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
+}

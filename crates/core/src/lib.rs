@@ -1,1 +1,25 @@
-//! placeholder
+//! `mss-backup-core` is the archiver behind mss-backup, the backup tool of
+//! MSS (the sound-machine server). It turns `cloud-data/` into one standard
+//! tar.gz with checksums while MSS keeps running, verifies archives, applies
+//! retention, holds the one-run-at-a-time lock and records each run's status.
+//! It knows no concrete target, no configuration format and no async
+//! runtime: targets plug in through [`target::Target`].
+
+pub mod archive;
+pub mod backup;
+pub mod durable;
+pub mod gz;
+pub mod inventory;
+pub mod lock;
+pub mod manifest;
+pub mod name;
+pub mod retention;
+pub mod sample;
+pub mod snapshot;
+pub mod status;
+pub mod target;
+pub mod verify;
+
+pub use name::ArtifactName;
+pub use retention::RetentionPolicy;
+pub use target::{Artifact, Target, TargetError};

@@ -1,0 +1,461 @@
+//! The archive layout and the writer that produces it: a standard tar.gz
+//! whose member paths are relative to `cloud-data/`, ordered so that the
+//! database comes first (a database-only restore stops reading early),
+//! `inventory.txt` follows the data, and `MANIFEST.sha256` comes last.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, Metadata};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::gz::{Content, GzOptions, ParallelGz};
+use crate::manifest::{self, HashingReader, HashingWriter, MANIFEST_PATH};
+
+/// The database's path inside the archive (and inside `cloud-data/`).
+pub const DB_PATH: &str = "data/sound_machine.db";
+/// The server identity file's path.
+pub const SERVER_ID_PATH: &str = "data/server_id.txt";
+/// The system snapshot's path inside the archive.
+pub const INVENTORY_PATH: &str = "inventory.txt";
+/// Files next to the live database that must never be archived raw.
+const DB_SIDE_FILES: [&str; 4] = [
+    "data/sound_machine.db",
+    "data/sound_machine.db-wal",
+    "data/sound_machine.db-shm",
+    "data/sound_machine.db-journal",
+];
+
+/// The parts of `cloud-data/`, in archive order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    Database,
+    ServerId,
+    Config,
+    Exports,
+    Sounds,
+    Log,
+    Other,
+    Inventory,
+}
+
+impl Section {
+    /// How operators know the section: its path in `cloud-data/`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Section::Database => DB_PATH,
+            Section::ServerId => SERVER_ID_PATH,
+            Section::Config => "config/",
+            Section::Exports => "data/exports/",
+            Section::Sounds => "Sounds/uploads/",
+            Section::Log => "log/",
+            Section::Other => "other",
+            Section::Inventory => INVENTORY_PATH,
+        }
+    }
+
+    /// The section a path relative to `cloud-data/` belongs to.
+    pub fn of(rel: &str) -> Section {
+        let under = |dir: &str| rel == dir || rel.starts_with(&format!("{dir}/"));
+        if rel == DB_PATH {
+            Section::Database
+        } else if rel == SERVER_ID_PATH {
+            Section::ServerId
+        } else if under("config") {
+            Section::Config
+        } else if under("data/exports") {
+            Section::Exports
+        } else if under("Sounds/uploads") {
+            Section::Sounds
+        } else if under("log") {
+            Section::Log
+        } else {
+            Section::Other
+        }
+    }
+
+    fn content(self) -> Content {
+        match self {
+            Section::Exports | Section::Sounds => Content::Media,
+            _ => Content::Dense,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One thing under `cloud-data/` to archive.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path relative to `cloud-data/`, `/`-separated.
+    pub rel: String,
+    pub path: PathBuf,
+    pub kind: EntryKind,
+    pub section: Section,
+    pub size: u64,
+}
+
+/// What a walk of `cloud-data/` found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    pub warnings: Vec<String>,
+}
+
+impl Listing {
+    /// Bytes of regular files listed.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+}
+
+/// Lists everything under `data_dir` except the live database files (the
+/// database goes in as a snapshot), sorted into archive order.
+pub fn list(data_dir: &Path) -> io::Result<Listing> {
+    let mut listing = Listing::default();
+    walk(data_dir, "", &mut listing)?;
+    listing
+        .entries
+        .sort_by(|a, b| (a.section, &a.rel).cmp(&(b.section, &b.rel)));
+    Ok(listing)
+}
+
+fn walk(dir: &Path, prefix: &str, listing: &mut Listing) -> io::Result<()> {
+    let mut names: Vec<_> = fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let path = dir.join(&name);
+        let Some(name) = name.to_str() else {
+            listing.warnings.push(format!(
+                "skipped {}: its name is not UTF-8 (rename it to include it)",
+                path.display()
+            ));
+            continue;
+        };
+        let rel = format!("{prefix}{name}");
+        if DB_SIDE_FILES.contains(&rel.as_str()) {
+            continue;
+        }
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let file_type = meta.file_type();
+        let kind = if file_type.is_file() {
+            EntryKind::File
+        } else if file_type.is_dir() {
+            EntryKind::Dir
+        } else if file_type.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            listing.warnings.push(format!(
+                "skipped {}: not a regular file, directory or symlink",
+                path.display()
+            ));
+            continue;
+        };
+        let size = if kind == EntryKind::File { meta.len() } else { 0 };
+        listing.entries.push(Entry {
+            section: Section::of(&rel),
+            rel: rel.clone(),
+            path: path.clone(),
+            kind,
+            size,
+        });
+        if kind == EntryKind::Dir {
+            walk(&path, &format!("{rel}/"), listing)?;
+        }
+    }
+    Ok(())
+}
+
+/// Files and bytes archived per section, for the inventory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SectionStats {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write the archive: {0}")]
+    Write(#[source] io::Error),
+}
+
+/// The finished archive stream.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub sha256: String,
+    pub size: u64,
+    /// Regular files in the archive, not counting the manifest itself.
+    pub files: u64,
+    pub warnings: Vec<String>,
+    pub sections: BTreeMap<Section, SectionStats>,
+}
+
+/// Streams tar members through the parallel gzip writer into `W`, hashing
+/// each file for the manifest and the whole output for the sidecar.
+pub struct ArchiveWriter<W: Write> {
+    tar: tar::Builder<ParallelGz<HashingWriter<W>>>,
+    manifest: String,
+    sections: BTreeMap<Section, SectionStats>,
+    files: u64,
+    warnings: Vec<String>,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    pub fn new(out: W, gz: GzOptions) -> Self {
+        let mut tar = tar::Builder::new(ParallelGz::new(HashingWriter::new(out), gz));
+        tar.follow_symlinks(false);
+        Self {
+            tar,
+            manifest: String::new(),
+            sections: BTreeMap::new(),
+            files: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Warnings so far (vanished or changing files).
+    pub fn warn(&mut self, warning: String) {
+        tracing::warn!("{warning}");
+        self.warnings.push(warning);
+    }
+
+    pub fn sections(&self) -> &BTreeMap<Section, SectionStats> {
+        &self.sections
+    }
+
+    /// Adds one listed entry. A file that vanished since the listing is a
+    /// warning; one that cannot be read is an error.
+    pub fn add_entry(&mut self, entry: &Entry) -> Result<(), ArchiveError> {
+        let read_err = |source| ArchiveError::Read {
+            path: entry.path.clone(),
+            source,
+        };
+        let meta = match fs::symlink_metadata(&entry.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(format!("{} vanished during the backup", entry.rel));
+                return Ok(());
+            }
+            Err(e) => return Err(read_err(e)),
+        };
+        match entry.kind {
+            EntryKind::File => self.add_file(entry.section, &entry.rel, &entry.path, &meta),
+            EntryKind::Dir => {
+                let mut header = header_for(&meta);
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                self.tar
+                    .append_data(&mut header, &entry.rel, io::empty())
+                    .map_err(ArchiveError::Write)
+            }
+            EntryKind::Symlink => {
+                let target = fs::read_link(&entry.path).map_err(read_err)?;
+                let mut header = header_for(&meta);
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                self.tar
+                    .append_link(&mut header, &entry.rel, target)
+                    .map_err(ArchiveError::Write)
+            }
+        }
+    }
+
+    /// Adds the file at `disk` as `rel`, with the mode, owner and mtime of
+    /// `meta` (which may describe another file: the database snapshot goes
+    /// in with the live database's metadata).
+    pub fn add_file(
+        &mut self,
+        section: Section,
+        rel: &str,
+        disk: &Path,
+        meta: &Metadata,
+    ) -> Result<(), ArchiveError> {
+        let read_err = |source| ArchiveError::Read {
+            path: disk.to_path_buf(),
+            source,
+        };
+        let file = match File::open(disk) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(format!("{rel} vanished during the backup"));
+                return Ok(());
+            }
+            Err(e) => return Err(read_err(e)),
+        };
+        let before = file.metadata().map_err(read_err)?;
+        let size = before.len();
+        let mut header = header_for(meta);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(size);
+        self.tar
+            .get_mut()
+            .set_content(section.content())
+            .map_err(ArchiveError::Write)?;
+        let mut reader = HashingReader::new(ExactReader::new(file, size));
+        let appended = self.tar.append_data(
+            &mut header,
+            rel,
+            BufReader::with_capacity(1 << 20, &mut reader),
+        );
+        let exact = reader.inner_mut();
+        if let Some(e) = exact.failure.take() {
+            return Err(read_err(e));
+        }
+        appended.map_err(ArchiveError::Write)?;
+        if exact.short {
+            self.warn(format!(
+                "{rel} shrank while being read; the missing tail was archived as zeros"
+            ));
+        } else if changed_since(disk, size, &before) {
+            self.warn(format!("{rel} changed while being read"));
+        }
+        let (hash, _) = reader.finish();
+        self.record(section, rel, &hash, size);
+        Ok(())
+    }
+
+    /// Adds generated bytes (the inventory) as a regular file.
+    pub fn add_bytes(&mut self, section: Section, rel: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o600);
+        header.set_mtime(now_unix());
+        header.set_size(bytes.len() as u64);
+        self.tar
+            .get_mut()
+            .set_content(Content::Dense)
+            .map_err(ArchiveError::Write)?;
+        self.tar
+            .append_data(&mut header, rel, bytes)
+            .map_err(ArchiveError::Write)?;
+        let (hash, _) = manifest::sha256_of(bytes).map_err(ArchiveError::Write)?;
+        self.record(section, rel, &hash, bytes.len() as u64);
+        Ok(())
+    }
+
+    fn record(&mut self, section: Section, rel: &str, hash: &str, size: u64) {
+        self.manifest.push_str(&manifest::sha256sum_line(hash, rel));
+        let stats = self.sections.entry(section).or_default();
+        stats.files += 1;
+        stats.bytes += size;
+        self.files += 1;
+    }
+
+    /// Appends `MANIFEST.sha256`, ends the tar stream and the gzip stream,
+    /// and returns the output writer with the archive's facts.
+    pub fn finish(mut self) -> Result<(W, Written), ArchiveError> {
+        let manifest = std::mem::take(&mut self.manifest);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o600);
+        header.set_mtime(now_unix());
+        header.set_size(manifest.len() as u64);
+        self.tar
+            .append_data(&mut header, MANIFEST_PATH, manifest.as_bytes())
+            .map_err(ArchiveError::Write)?;
+        let gz = self.tar.into_inner().map_err(ArchiveError::Write)?;
+        let hashing = gz.finish().map_err(ArchiveError::Write)?;
+        let (out, sha256, size) = hashing.finish();
+        Ok((
+            out,
+            Written {
+                sha256,
+                size,
+                files: self.files,
+                warnings: self.warnings,
+                sections: self.sections,
+            },
+        ))
+    }
+}
+
+fn header_for(meta: &Metadata) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    header
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn changed_since(path: &Path, size: u64, before: &Metadata) -> bool {
+    match fs::metadata(path) {
+        Ok(after) => {
+            after.len() != size
+                || after.mtime() != before.mtime()
+                || after.mtime_nsec() != before.mtime_nsec()
+        }
+        Err(_) => true,
+    }
+}
+
+/// Reads exactly `len` bytes, the size already written into the tar
+/// header: a file that shrinks mid-read is padded with zeros (and flagged),
+/// one that grows is cut, so the tar stream always stays well-formed. A read
+/// error is kept aside so it can be reported as the file's fault, not the
+/// archive's.
+struct ExactReader {
+    file: File,
+    left: u64,
+    short: bool,
+    failure: Option<io::Error>,
+}
+
+impl ExactReader {
+    fn new(file: File, len: u64) -> Self {
+        Self {
+            file,
+            left: len,
+            short: false,
+            failure: None,
+        }
+    }
+}
+
+impl Read for ExactReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = if self.short {
+            0
+        } else {
+            match self.file.read(&mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.failure = Some(e);
+                    return Err(io::Error::other(msg));
+                }
+            }
+        };
+        let n = if n == 0 {
+            self.short = true;
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,77 @@
+//! Which backups to delete: a pure function of the names present and the
+//! policy, so every target (local, USB, rsync, S3) prunes the same way and
+//! the rule can be tested without a disk.
+
+use crate::name::ArtifactName;
+
+/// How many complete backups to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// The newest `keep` backups stay; at least 1.
+    pub keep: usize,
+}
+
+/// The names to delete: all but the newest `policy.keep` by the timestamp
+/// in their names, never `protect` (the backup just made, which must
+/// survive even when the clock was set back and older-looking names exist).
+/// Returned oldest first.
+pub fn to_delete(
+    names: &[ArtifactName],
+    policy: RetentionPolicy,
+    protect: Option<&ArtifactName>,
+) -> Vec<ArtifactName> {
+    let mut sorted: Vec<&ArtifactName> = names.iter().collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    let keep = policy.keep.max(1);
+    // The protected backup counts towards `keep` wherever it sorts.
+    let mut kept = 0;
+    let mut doomed = Vec::new();
+    if let Some(p) = protect {
+        if sorted.contains(&p) {
+            kept += 1;
+        }
+    }
+    for name in sorted {
+        if Some(name) == protect {
+            continue;
+        }
+        if kept < keep {
+            kept += 1;
+        } else {
+            doomed.push(name.clone());
+        }
+    }
+    doomed.reverse();
+    doomed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(days: &[u32]) -> Vec<ArtifactName> {
+        days.iter()
+            .map(|d| {
+                ArtifactName::parse(&format!("mss-backup-2026-03-{d:02}_031500.tar.gz")).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keeps_the_newest_n_by_name() {
+        let all = names(&[5, 1, 9, 3, 7, 2, 8, 4, 6]);
+        let doomed = to_delete(&all, RetentionPolicy { keep: 7 }, None);
+        assert_eq!(doomed, names(&[1, 2]));
+        assert_eq!(to_delete(&all, RetentionPolicy { keep: 3 }, None).len(), 6);
+        assert!(to_delete(&all[..2], RetentionPolicy { keep: 7 }, None).is_empty());
+    }
+
+    #[test]
+    fn never_deletes_the_protected_backup_after_a_clock_step_back() {
+        let all = names(&[10, 11, 12, 1]);
+        let just_made = &names(&[1])[0];
+        let doomed = to_delete(&all, RetentionPolicy { keep: 2 }, Some(just_made));
+        assert_eq!(doomed, names(&[10, 11]));
+    }
+}

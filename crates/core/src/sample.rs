@@ -1,0 +1,1117 @@
+//! A deterministic sample `cloud-data/` tree for `mss-backup demo`, the integration
+//! tests and the benchmark.
+//!
+//! Real MSS data cannot ship with the project, yet what a backup costs depends on what
+//! it backs up: a live SQLite database in WAL mode, secrets that must keep their
+//! permissions, logs, export bundles and above all a lot of audio whose compressibility
+//! ranges from near-silence to noise. This module fakes all of that from a seed,
+//! byte-identical on every run, and streams the audio through a small buffer so that
+//! even a multi-GiB benchmark tree is quick to make and the benchmark measures the
+//! backup, not the generator.
+
+use std::collections::HashMap;
+use std::f64::consts::{PI, TAU};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct SampleSpec {
+    /// Approximate total size of `Sounds/uploads/` in MiB.
+    pub audio_mib: u64,
+    /// Seed of the deterministic generator: the same seed gives the same bytes.
+    pub seed: u64,
+}
+
+/// What was generated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleSummary {
+    /// Regular files written, all sections together.
+    pub files: u64,
+    /// Total size of those files in bytes.
+    pub bytes: u64,
+    /// Rows in the `trackpacks` table.
+    pub trackpacks: u64,
+    /// WAV files in `Sounds/uploads/`.
+    pub wavs: u64,
+}
+
+const MIB: u64 = 1024 * 1024;
+const RATE: u32 = 44_100;
+const WAV_HEADER: u64 = 44;
+/// Frames per write: big enough to amortize syscalls, small enough to keep memory flat.
+const CHUNK_FRAMES: usize = 16 * 1024;
+const TRACKPACKS: [(&str, &str); 12] = [
+    ("Rainy Afternoon", "Rain on the window with distant thunder"),
+    ("Lo-Fi Beats", "Mellow loops for studying"),
+    ("Nursery Sleep", "Gentle tones and lullabies"),
+    ("Ocean Drift", "Waves, wind and gulls"),
+    ("Studio Drums", "Kicks, snares and breakbeats"),
+    ("Voice Memos", "Recorded stories and announcements"),
+    ("Focus Noise", "White, pink and brown noise"),
+    ("Campfire", "Crackles and night ambience"),
+    ("Synth Pads", "Slow evolving pads"),
+    ("Morning Chimes", "Bells and chimes to wake up to"),
+    ("Party Pack", "Claps, horns and one-shots"),
+    ("Meditation", "Singing bowls and breathing cues"),
+];
+
+/// Writes the sample tree under `cloud_data`, overwriting files of a previous run.
+pub fn generate(cloud_data: &Path, spec: &SampleSpec) -> io::Result<SampleSummary> {
+    let data = cloud_data.join("data");
+    let exports = data.join("exports");
+    let uploads = cloud_data.join("Sounds").join("uploads");
+    let (config, log) = (cloud_data.join("config"), cloud_data.join("log"));
+    for dir in [&exports, &uploads, &config, &log] {
+        fs::create_dir_all(dir)?;
+    }
+    let mut tally = Tally::default();
+
+    let wavs = write_audio(&uploads, spec)?;
+    for wav in &wavs {
+        tally.add(&uploads.join(&wav.name))?;
+    }
+    // Export bundles are small in real life: take the smaller uploads, in upload order.
+    let mut bundled: Vec<&Wav> = wavs.iter().filter(|w| w.size <= 2 * MIB).collect();
+    if bundled.len() < 9 {
+        bundled = wavs.iter().collect();
+        bundled.sort_by_key(|w| w.size);
+    }
+    for i in 0..3 {
+        // Bundles wrap around the candidates, so a tiny tree still gets full ones.
+        let entries: Vec<&Wav> = (0..bundled.len().min(3))
+            .map(|k| bundled[(i * 3 + k) % bundled.len()])
+            .collect();
+        let path = exports.join(format!("trackpack_{:02}_export.zip", i + 1));
+        write_zip(&path, &uploads, &entries)?;
+        tally.add(&path)?;
+    }
+
+    // A stale -wal or -shm next to a fresh database would be replayed into it.
+    let db = data.join("sound_machine.db");
+    let db_files = ["", "-wal", "-shm"].map(|suffix| {
+        let mut name = OsString::from(db.as_os_str());
+        name.push(suffix);
+        PathBuf::from(name)
+    });
+    for path in &db_files {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    write_db(&db, &wavs, spec.seed).map_err(io::Error::other)?;
+    for path in db_files.iter().filter(|p| p.exists()) {
+        tally.add(path)?;
+    }
+
+    let mut rng = Rng::new(spec.seed, 2);
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}\n",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    );
+    tally.write(&data.join("server_id.txt"), id.as_bytes(), false)?;
+
+    let mut rng = Rng::new(spec.seed, 3);
+    let wifi = format!(
+        "# Written by the MSS setup wizard\nssid=MSS-Studio\npsk={}\ncountry=DE\n",
+        hex(&mut rng, 32)
+    );
+    tally.write(&config.join("wifi.conf"), wifi.as_bytes(), true)?;
+    let bluetooth = format!(
+        "name=MSS Sound Machine\npairing_pin={:06}\nlink_key={}\ntrusted=F4:5C:89:{:02X}:{:02X}:{:02X}\n",
+        rng.below(1_000_000),
+        hex(&mut rng, 16),
+        rng.below(256),
+        rng.below(256),
+        rng.below(256)
+    );
+    tally.write(&config.join("bluetooth.conf"), bluetooth.as_bytes(), true)?;
+
+    let mut rng = Rng::new(spec.seed, 4);
+    let older = log_text(&mut rng, &wavs, 0, 256 * 1024);
+    let newer = log_text(&mut rng, &wavs, older.1, 384 * 1024);
+    tally.write(&log.join("app.log.1"), older.0.as_bytes(), false)?;
+    tally.write(&log.join("app.log"), newer.0.as_bytes(), false)?;
+
+    Ok(SampleSummary {
+        files: tally.files,
+        bytes: tally.bytes,
+        trackpacks: TRACKPACKS.len() as u64,
+        wavs: wavs.len() as u64,
+    })
+}
+
+#[derive(Default)]
+struct Tally {
+    files: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, path: &Path) -> io::Result<()> {
+        self.files += 1;
+        self.bytes += fs::metadata(path)?.len();
+        Ok(())
+    }
+
+    fn write(&mut self, path: &Path, contents: &[u8], secret: bool) -> io::Result<()> {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if secret {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        }
+        let mut file = opts.open(path)?;
+        // `mode` only applies on creation: tighten a file left by an earlier run too.
+        #[cfg(unix)]
+        if secret {
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        }
+        file.write_all(contents)?;
+        self.add(path)
+    }
+}
+
+/// SplitMix64: tiny, fast and fixed forever, which the `rand` crate does not promise.
+struct Rng(u64);
+
+impl Rng {
+    /// Independent streams per section, so that a bigger `audio_mib` leaves the
+    /// database, secrets and logs unchanged.
+    fn new(seed: u64, stream: u64) -> Self {
+        Rng(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+
+    /// Uniform in `[-1, 1)`.
+    fn noise(&mut self) -> f32 {
+        self.unit() * 2.0 - 1.0
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn hex(rng: &mut Rng, bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.below(256)))
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tone,
+    Speech,
+    Noise,
+    OneShot,
+    Drums,
+    Music,
+}
+
+/// The mix by file count; the 10 slots cycle so even a tiny tree has every kind.
+const ROTATION: [Kind; 10] = [
+    Kind::Music,
+    Kind::Drums,
+    Kind::Speech,
+    Kind::Noise,
+    Kind::Tone,
+    Kind::Music,
+    Kind::OneShot,
+    Kind::Speech,
+    Kind::Drums,
+    Kind::Noise,
+];
+
+impl Kind {
+    fn stems(self) -> [&'static str; 4] {
+        match self {
+            Kind::Tone => ["synth_pad", "bell_chime", "lullaby_tone", "singing_bowl"],
+            Kind::Speech => ["voice_memo", "story_time", "announcement", "affirmation"],
+            // The order matters: it is the noise colour rendered.
+            Kind::Noise => ["white_noise", "pink_noise", "rain_noise", "ocean_waves"],
+            Kind::OneShot => ["door_chime", "clap_oneshot", "notification", "click_fx"],
+            Kind::Drums => ["kick_loop", "drum_loop", "hihat_loop", "breakbeat"],
+            Kind::Music => ["song_mix", "ambient_track", "jam_session", "lofi_beat"],
+        }
+    }
+}
+
+struct Wav {
+    name: String,
+    kind: Kind,
+    variant: usize,
+    channels: u16,
+    frames: u64,
+    size: u64,
+    crc: u32,
+}
+
+fn write_audio(uploads: &Path, spec: &SampleSpec) -> io::Result<Vec<Wav>> {
+    let total = spec.audio_mib * MIB;
+    let largest = (total / 4).clamp(64 * 1024, 8 * MIB);
+    let sine = Sine::new();
+    let mut rng = Rng::new(spec.seed, 1);
+    let mut counts = HashMap::new();
+    let (mut wavs, mut written) = (Vec::new(), 0);
+    while written + 4096 <= total {
+        let kind = ROTATION[wavs.len() % ROTATION.len()];
+        let mut size = rng.between(largest / 16, largest);
+        if kind == Kind::OneShot {
+            size /= 4;
+        }
+        size = size.min(total - written);
+        let variant = rng.below(4) as usize;
+        let stem = kind.stems()[variant];
+        let n = counts.entry(stem).or_insert(0u32);
+        *n += 1;
+        let channels = match kind {
+            Kind::Music | Kind::Drums | Kind::Noise => 2,
+            Kind::Tone => 1 + rng.below(2) as u16,
+            Kind::Speech | Kind::OneShot => 1,
+        };
+        let frames = (size - WAV_HEADER) / (2 * u64::from(channels));
+        let mut wav = Wav {
+            name: format!("{stem}_{n:02}.wav"),
+            kind,
+            variant,
+            channels,
+            frames,
+            size: WAV_HEADER + frames * 2 * u64::from(channels),
+            crc: 0,
+        };
+        // Each file has its own stream, so its bytes depend only on seed and position.
+        let mut file_rng = Rng::new(spec.seed, 1000 + wavs.len() as u64);
+        wav.crc = render(&uploads.join(&wav.name), &wav, &mut file_rng, &sine)?;
+        written += wav.size;
+        wavs.push(wav);
+    }
+    Ok(wavs)
+}
+
+/// Sine lookup table: one load per oscillator sample instead of a `sin()` call keeps
+/// generation I/O-bound; the phase truncation only adds inaudible noise.
+struct Sine(Box<[f32; 4096]>);
+
+impl Sine {
+    fn new() -> Self {
+        let mut table = Box::new([0.0; 4096]);
+        for (i, v) in table.iter_mut().enumerate() {
+            *v = (i as f64 * TAU / 4096.0).sin() as f32;
+        }
+        Sine(table)
+    }
+
+    /// `phase` is a full turn over the `u32` range, so oscillators wrap for free.
+    fn at(&self, phase: u32) -> f32 {
+        self.0[(phase >> 20) as usize]
+    }
+}
+
+const PHASE_PER_HZ: f32 = 4_294_967_296.0 / RATE as f32;
+
+fn phase_inc(hz: f32) -> u32 {
+    (hz * PHASE_PER_HZ) as u32
+}
+
+/// Exponential decay that snaps to zero before reaching denormals, which are slow.
+fn decay(level: &mut f32, factor: f32) {
+    *level = if *level > 1e-5 { *level * factor } else { 0.0 };
+}
+
+/// Streams a 16-bit PCM WAV and returns the CRC-32 of the file, which spares the export
+/// bundles a second read.
+fn write_wav(
+    path: &Path,
+    channels: u16,
+    frames: u64,
+    mut next: impl FnMut() -> (f32, f32),
+) -> io::Result<u32> {
+    let block = channels * 2;
+    let data = frames * u64::from(block);
+    let riff = u32::try_from(data + WAV_HEADER - 8).map_err(io::Error::other)?;
+    let mut head = Vec::with_capacity(WAV_HEADER as usize);
+    head.extend_from_slice(b"RIFF");
+    put32(&mut head, riff);
+    head.extend_from_slice(b"WAVEfmt ");
+    put32(&mut head, 16);
+    put16(&mut head, 1); // integer PCM
+    put16(&mut head, channels);
+    put32(&mut head, RATE);
+    put32(&mut head, RATE * u32::from(block));
+    put16(&mut head, block);
+    put16(&mut head, 16);
+    head.extend_from_slice(b"data");
+    put32(&mut head, riff + 8 - WAV_HEADER as u32);
+
+    let mut out = BufWriter::new(File::create(path)?);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    out.write_all(&head)?;
+    let mut buf = vec![0u8; CHUNK_FRAMES * usize::from(block)];
+    let pcm = |x: f32| ((x * 32767.0) as i16).to_le_bytes(); // `as` saturates: clipping
+    let mut left = frames;
+    while left > 0 {
+        let n = left.min(CHUNK_FRAMES as u64) as usize;
+        let chunk = &mut buf[..n * usize::from(block)];
+        if channels == 2 {
+            for frame in chunk.chunks_exact_mut(4) {
+                let (l, r) = next();
+                frame[..2].copy_from_slice(&pcm(l));
+                frame[2..].copy_from_slice(&pcm(r));
+            }
+        } else {
+            for frame in chunk.chunks_exact_mut(2) {
+                frame.copy_from_slice(&pcm(next().0));
+            }
+        }
+        crc.update(chunk);
+        out.write_all(chunk)?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(crc.finalize())
+}
+
+fn render(path: &Path, wav: &Wav, rng: &mut Rng, sine: &Sine) -> io::Result<u32> {
+    let (channels, frames) = (wav.channels, wav.frames);
+    match wav.kind {
+        Kind::Tone => {
+            let mut melody = Melody::new(220.0 * rng.pick(&PENTATONIC), 400, 2000);
+            write_wav(path, channels, frames, || {
+                let s = melody.next(rng, sine) * 0.7;
+                (s, s * 0.8)
+            })
+        }
+        Kind::Speech => {
+            let mut speech = Speech::default();
+            write_wav(path, channels, frames, || {
+                let s = speech.next(rng, sine);
+                (s, s)
+            })
+        }
+        Kind::Noise => {
+            let (mut left, mut right) = (Pink::default(), Pink::default());
+            let (mut swell, swell_inc) = (0u32, phase_inc(0.07 + rng.unit() * 0.1));
+            let (mut last_l, mut last_r) = (0.0, 0.0);
+            let variant = wav.variant;
+            write_wav(path, channels, frames, || {
+                let (a, b) = (rng.noise(), rng.noise());
+                match variant {
+                    0 => (a * 0.4, b * 0.4),
+                    1 => (left.next(a), right.next(b)),
+                    2 => {
+                        // Rain is brighter than pink noise: add the crackle of a difference.
+                        let l = left.next(a) * 0.6 + (a - last_l) * 0.12;
+                        let r = right.next(b) * 0.6 + (b - last_r) * 0.12;
+                        (last_l, last_r) = (a, b);
+                        (l, r)
+                    }
+                    _ => {
+                        swell = swell.wrapping_add(swell_inc);
+                        let gain = 0.55 + 0.45 * sine.at(swell);
+                        (left.next(a) * gain, right.next(b) * gain)
+                    }
+                }
+            })
+        }
+        Kind::OneShot => {
+            // A short hit followed by silence padding: the most compressible audio.
+            let hit = rng.between(u64::from(RATE) / 20, u64::from(RATE) * 2 / 5);
+            let factor = 0.001f32.powf(1.0 / hit as f32);
+            let inc = phase_inc(300.0 + rng.unit() * 1500.0);
+            let (mut t, mut level, mut phase) = (0, 1.0, 0u32);
+            write_wav(path, channels, frames, || {
+                if t >= hit {
+                    return (0.0, 0.0);
+                }
+                t += 1;
+                decay(&mut level, factor);
+                phase = phase.wrapping_add(inc);
+                let s = level * (sine.at(phase) * 0.7 + rng.noise() * 0.3 * level);
+                (s, s)
+            })
+        }
+        Kind::Drums => {
+            let mut drums = Drums::new(rng);
+            write_wav(path, channels, frames, || drums.next(rng, sine))
+        }
+        Kind::Music => {
+            let root = 110.0 * rng.pick(&PENTATONIC);
+            let mut bass = Melody::new(root / 2.0, 300, 900);
+            let mut voices = [
+                Melody::new(root * 2.0, 150, 600),
+                Melody::new(root * 3.0, 200, 800),
+                Melody::new(root * 4.0, 100, 400),
+            ];
+            write_wav(path, channels, frames, || {
+                let mut s = bass.next(rng, sine) * 0.35;
+                for voice in &mut voices {
+                    s += voice.next(rng, sine) * 0.2;
+                }
+                // Per-channel noise stands in for the room and tape hiss of real
+                // recordings, which is what makes them nearly incompressible.
+                (s + rng.noise() * 0.12, s * 0.9 + rng.noise() * 0.12)
+            })
+        }
+    }
+}
+
+const PENTATONIC: [f32; 8] = [
+    1.0, 1.122_462, 1.259_921, 1.498_307, 1.681_793, 2.0, 2.244_924, 2.519_842,
+];
+const HARMONICS: [f32; 3] = [0.6, 0.25, 0.15];
+
+/// An oscillator with a few harmonics playing random notes of a pentatonic scale, each
+/// under a linear attack-decay-sustain-release envelope stepped by a per-sample slope.
+struct Melody {
+    root: f32,
+    note_ms: (u64, u64),
+    phase: [u32; 3],
+    inc: [u32; 3],
+    /// Envelope segments of the note as (samples, level reached at their end).
+    segments: [(u32, f32); 4],
+    segment: usize,
+    left: u32,
+    level: f32,
+    slope: f32,
+}
+
+impl Melody {
+    fn new(root: f32, min_ms: u64, max_ms: u64) -> Self {
+        Melody {
+            root,
+            note_ms: (min_ms, max_ms),
+            phase: [0; 3],
+            inc: [0; 3],
+            segments: [(1, 0.0); 4],
+            segment: 4,
+            left: 0,
+            level: 0.0,
+            slope: 0.0,
+        }
+    }
+
+    fn next(&mut self, rng: &mut Rng, sine: &Sine) -> f32 {
+        if self.left == 0 {
+            if self.segment == self.segments.len() {
+                self.trigger(rng);
+            }
+            let (len, target) = self.segments[self.segment];
+            self.segment += 1;
+            (self.left, self.slope) = (len, (target - self.level) / len as f32);
+        }
+        self.left -= 1;
+        self.level += self.slope;
+        let mut s = 0.0;
+        for ((phase, inc), amp) in self.phase.iter_mut().zip(self.inc).zip(HARMONICS) {
+            *phase = phase.wrapping_add(inc);
+            s += sine.at(*phase) * amp;
+        }
+        s * self.level
+    }
+
+    fn trigger(&mut self, rng: &mut Rng) {
+        let hz = self.root * rng.pick(&PENTATONIC);
+        // Slightly stretched overtones, as in bells and pianos, sound less like a test signal.
+        let stretch = 1.0 + rng.unit() * 0.01;
+        for (k, inc) in self.inc.iter_mut().enumerate() {
+            *inc = phase_inc(hz * (k + 1) as f32 * stretch.powi(k as i32));
+        }
+        let len = (rng.between(self.note_ms.0, self.note_ms.1) * u64::from(RATE) / 1000) as u32;
+        let sustain = 0.4 + rng.unit() * 0.4;
+        let attack = len / rng.between(8, 30) as u32;
+        let hold = len - attack - len / 5 - len / 4;
+        self.segments = [
+            (attack, 1.0),
+            (len / 5, sustain),
+            (hold, sustain),
+            (len / 4, 0.0),
+        ]
+        .map(|(len, level)| (len.max(1), level));
+        self.segment = 0;
+    }
+}
+
+/// Paul Kellet's economy pink-noise filter.
+#[derive(Default)]
+struct Pink([f32; 3]);
+
+impl Pink {
+    fn next(&mut self, white: f32) -> f32 {
+        let b = &mut self.0;
+        b[0] = 0.99765 * b[0] + white * 0.099_046;
+        b[1] = 0.96300 * b[1] + white * 0.296_516_4;
+        b[2] = 0.57000 * b[2] + white * 1.052_691_3;
+        (b[0] + b[1] + b[2] + white * 0.1848) * 0.15
+    }
+}
+
+/// A state-variable band-pass standing in for one vocal-tract resonance.
+#[derive(Default, Clone, Copy)]
+struct Formant {
+    coef: f32,
+    low: f32,
+    band: f32,
+}
+
+/// Syllables of voiced (buzz) or unvoiced (hiss) sound through two formants, with
+/// pauses of near-silent room tone between them.
+#[derive(Default)]
+struct Speech {
+    left: u32,
+    talking: bool,
+    voiced: bool,
+    env: u32,
+    env_inc: u32,
+    glottis: u32,
+    pitch: u32,
+    formants: [Formant; 2],
+}
+
+impl Speech {
+    fn next(&mut self, rng: &mut Rng, sine: &Sine) -> f32 {
+        if self.left == 0 {
+            self.segment(rng);
+        }
+        self.left -= 1;
+        let noise = rng.noise();
+        if !self.talking {
+            return noise * 0.0003;
+        }
+        self.env = self.env.wrapping_add(self.env_inc);
+        self.glottis = self.glottis.wrapping_add(self.pitch);
+        let source = if self.voiced {
+            self.glottis as i32 as f32 * (1.0 / 2_147_483_648.0) * 0.8 + noise * 0.2
+        } else {
+            noise
+        };
+        const DAMPING: f32 = 0.15;
+        let mut out = 0.0;
+        for (f, gain) in self.formants.iter_mut().zip([1.6, 1.0]) {
+            f.low += f.coef * f.band;
+            let high = source - f.low - DAMPING * f.band;
+            f.band += f.coef * high;
+            out += f.band * DAMPING * gain;
+        }
+        out * sine.at(self.env)
+    }
+
+    fn segment(&mut self, rng: &mut Rng) {
+        let ms = RATE / 1000;
+        self.talking = !self.talking;
+        if self.talking {
+            self.left = ms * rng.between(80, 320) as u32;
+            // Half a sine turn over the syllable: a smooth rise and fall.
+            (self.env, self.env_inc) = (0, (1 << 31) / self.left);
+            self.voiced = rng.below(5) != 0;
+            self.pitch = phase_inc(100.0 + rng.unit() * 120.0);
+            let hz = [300.0 + 550.0 * rng.unit(), 900.0 + 1500.0 * rng.unit()];
+            for (f, hz) in self.formants.iter_mut().zip(hz) {
+                f.coef = (2.0 * (PI * f64::from(hz) / f64::from(RATE)).sin()) as f32;
+            }
+        } else {
+            // Mostly gaps between syllables, sometimes a breath between sentences.
+            let pause = match rng.below(6) {
+                0 => rng.between(400, 1200),
+                _ => rng.between(30, 150),
+            };
+            self.left = ms * pause as u32;
+        }
+    }
+}
+
+/// A 16-step drum machine: pitch-swept kick, noisy snare, clicky hi-hat.
+struct Drums {
+    step_len: u32,
+    t: u32,
+    step: u32,
+    pattern: [u16; 3],
+    kick: f32,
+    kick_hz: f32,
+    kick_phase: u32,
+    snare: f32,
+    snare_phase: u32,
+    hat: f32,
+    last: f32,
+}
+
+impl Drums {
+    fn new(rng: &mut Rng) -> Self {
+        let bpm = rng.between(80, 140) as u32;
+        Drums {
+            step_len: RATE * 60 / (bpm * 4),
+            t: 0,
+            step: 0,
+            pattern: [
+                rng.pick(&[0x1111, 0x0521, 0x2491, 0x1105]),
+                rng.pick(&[0x1010, 0x5010, 0x1090]),
+                rng.pick(&[0x5555, 0xffff, 0xdddd, 0x4444]),
+            ],
+            kick: 0.0,
+            kick_hz: 45.0,
+            kick_phase: 0,
+            snare: 0.0,
+            snare_phase: 0,
+            hat: 0.0,
+            last: 0.0,
+        }
+    }
+
+    fn next(&mut self, rng: &mut Rng, sine: &Sine) -> (f32, f32) {
+        if self.t == 0 {
+            let [kick, snare, hat] = self.pattern.map(|p| p & (1 << self.step) != 0);
+            if kick {
+                (self.kick, self.kick_hz) = (1.0, 150.0);
+            }
+            if snare {
+                self.snare = 0.7;
+            }
+            if hat {
+                self.hat = 0.25 + rng.unit() * 0.2; // a human hand never hits twice alike
+            }
+        }
+        self.t += 1;
+        if self.t == self.step_len {
+            self.t = 0;
+            self.step = (self.step + 1) % 16;
+        }
+        self.kick_hz = 45.0 + (self.kick_hz - 45.0) * 0.9995;
+        self.kick_phase = self.kick_phase.wrapping_add(phase_inc(self.kick_hz));
+        self.snare_phase = self.snare_phase.wrapping_add(phase_inc(185.0));
+        let noise = rng.noise();
+        let kick = sine.at(self.kick_phase) * self.kick;
+        let snare = (noise * 0.6 + sine.at(self.snare_phase) * 0.4) * self.snare;
+        let hat = (noise - self.last) * self.hat;
+        self.last = noise;
+        decay(&mut self.kick, 0.99985);
+        decay(&mut self.snare, 0.9992);
+        decay(&mut self.hat, 0.996);
+        (kick + snare * 0.8 + hat * 0.5, kick + snare * 0.6 + hat)
+    }
+}
+
+fn put16(buf: &mut Vec<u8>, v: u16) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put32(buf: &mut Vec<u8>, v: u32) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+/// A trackpack export bundle: a plain STORED zip, since audio barely deflates anyway.
+fn write_zip(path: &Path, uploads: &Path, entries: &[&Wav]) -> io::Result<()> {
+    // A fixed timestamp (2024-03-01 12:00) keeps the bundles byte-identical.
+    const DOS_TIME: u16 = 12 << 11;
+    const DOS_DATE: u16 = ((2024 - 1980) << 9) | (3 << 5) | 1;
+    let too_big = |_| io::Error::other("sample zip beyond 4 GiB");
+    let mut out = BufWriter::new(File::create(path)?);
+    let (mut central, mut offset) = (Vec::new(), 0u64);
+    for wav in entries {
+        let name = format!("sounds/{}", wav.name);
+        let size = u32::try_from(wav.size).map_err(too_big)?;
+        // The fields from "version needed" to "extra length" are shared by both headers.
+        let mut common = Vec::new();
+        put16(&mut common, 20);
+        put16(&mut common, 0);
+        put16(&mut common, 0);
+        put16(&mut common, DOS_TIME);
+        put16(&mut common, DOS_DATE);
+        put32(&mut common, wav.crc);
+        put32(&mut common, size);
+        put32(&mut common, size);
+        put16(&mut common, name.len() as u16);
+        put16(&mut common, 0);
+
+        let mut local = Vec::new();
+        put32(&mut local, 0x0403_4b50);
+        local.extend_from_slice(&common);
+        local.extend_from_slice(name.as_bytes());
+        out.write_all(&local)?;
+        let copied = io::copy(&mut File::open(uploads.join(&wav.name))?, &mut out)?;
+        if copied != wav.size {
+            return Err(io::Error::other(format!(
+                "{} changed while zipping",
+                wav.name
+            )));
+        }
+
+        put32(&mut central, 0x0201_4b50);
+        put16(&mut central, 0x031e); // made by Unix, spec 3.0: the mode below counts
+        central.extend_from_slice(&common);
+        put16(&mut central, 0); // comment length
+        put16(&mut central, 0); // disk number
+        put16(&mut central, 0); // internal attributes
+        put32(&mut central, 0o100_644 << 16);
+        put32(&mut central, u32::try_from(offset).map_err(too_big)?);
+        central.extend_from_slice(name.as_bytes());
+        offset += local.len() as u64 + wav.size;
+    }
+    out.write_all(&central)?;
+    let mut end = Vec::new();
+    put32(&mut end, 0x0605_4b50);
+    put32(&mut end, 0); // this disk, disk with the directory
+    put16(&mut end, entries.len() as u16);
+    put16(&mut end, entries.len() as u16);
+    put32(&mut end, u32::try_from(central.len()).map_err(too_big)?);
+    put32(&mut end, u32::try_from(offset).map_err(too_big)?);
+    put16(&mut end, 0); // comment length
+    out.write_all(&end)?;
+    out.flush()
+}
+
+const SCHEMA: &str = "
+CREATE TABLE trackpacks(id INTEGER PRIMARY KEY, name TEXT NOT NULL, description TEXT,
+    created_at TEXT);
+CREATE TABLE sounds(id INTEGER PRIMARY KEY, trackpack_id INTEGER REFERENCES trackpacks(id),
+    file_name TEXT NOT NULL, duration_ms INTEGER, sample_rate INTEGER);
+CREATE INDEX sounds_by_trackpack ON sounds(trackpack_id);
+CREATE TABLE button_mappings(id INTEGER PRIMARY KEY, trackpack_id INTEGER, button INTEGER,
+    sound_id INTEGER);
+CREATE TABLE waveforms(sound_id INTEGER PRIMARY KEY REFERENCES sounds(id), peaks BLOB NOT NULL);
+CREATE TABLE play_history(id INTEGER PRIMARY KEY, played_at TEXT NOT NULL, sound_id INTEGER,
+    button INTEGER, source TEXT, detail TEXT);
+";
+
+fn write_db(path: &Path, wavs: &[Wav], seed: u64) -> rusqlite::Result<()> {
+    let mut rng = Rng::new(seed, 5);
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    conn.pragma_update(None, "user_version", 3)?;
+    let tx = conn.transaction()?;
+    fill_db(&tx, wavs, &mut rng)?;
+    tx.commit()?;
+    conn.close().map_err(|(_, e)| e)
+}
+
+fn fill_db(db: &Connection, wavs: &[Wav], rng: &mut Rng) -> rusqlite::Result<()> {
+    db.execute_batch(SCHEMA)?;
+    let mut insert = db.prepare("INSERT INTO trackpacks VALUES (?1, ?2, ?3, ?4)")?;
+    for (i, (name, description)) in TRACKPACKS.iter().enumerate() {
+        let created = stamp(i as u64 * 4 * 86_400 + rng.below(86_400));
+        insert.execute(params![i + 1, name, description, created])?;
+    }
+    let mut insert = db.prepare("INSERT INTO sounds VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut peaks = db.prepare("INSERT INTO waveforms VALUES (?1, ?2)")?;
+    for (i, wav) in wavs.iter().enumerate() {
+        let ms = wav.frames * 1000 / u64::from(RATE);
+        insert.execute(params![i + 1, i % 12 + 1, wav.name, ms, RATE])?;
+        // A drawn-not-measured waveform overview: a smooth walk, like real peak data.
+        let mut level = 128i64;
+        let blob: Vec<u8> = (0..256)
+            .map(|_| {
+                level = (level + rng.below(17) as i64 - 8).clamp(0, 255);
+                level as u8
+            })
+            .collect();
+        peaks.execute(params![i + 1, blob])?;
+    }
+    let mut insert = db.prepare(
+        "INSERT INTO button_mappings (trackpack_id, button, sound_id) VALUES (?1, ?2, ?3)",
+    )?;
+    for pack in 0..TRACKPACKS.len() {
+        // Buttons play sounds of their own trackpack when it has any.
+        let own: Vec<usize> = (pack..wavs.len()).step_by(TRACKPACKS.len()).collect();
+        let pool: Vec<usize> = if own.is_empty() {
+            (0..wavs.len()).collect()
+        } else {
+            own
+        };
+        for button in 0..pool.len().min(8) {
+            insert.execute(params![pack + 1, button + 1, pool[button] + 1])?;
+        }
+    }
+    let mut insert = db.prepare("INSERT INTO play_history VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+    let mut secs = 60 * 86_400;
+    for id in 1..=3000 {
+        secs += rng.below(600);
+        let sound = (!wavs.is_empty()).then(|| rng.below(wavs.len() as u64) + 1);
+        let source = rng.pick(&[
+            "remote:living-room",
+            "app:ios",
+            "app:android",
+            "schedule",
+            "web",
+        ]);
+        let detail = format!(
+            "volume={} fade_in_ms={} latency_ms={} result=ok",
+            rng.between(20, 100),
+            rng.pick(&[0, 250, 500, 1000]),
+            rng.between(3, 40)
+        );
+        insert.execute(params![
+            id,
+            stamp(secs),
+            sound,
+            rng.between(1, 8),
+            source,
+            detail
+        ])?;
+    }
+    Ok(())
+}
+
+/// `secs` after 2024-01-01 00:00:00 as ISO 8601, wrapping within the (leap) year.
+fn stamp(secs: u64) -> String {
+    const DAYS: [u64; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let (mut day, mut month) = (secs / 86_400 % 366, 0);
+    while day >= DAYS[month] {
+        day -= DAYS[month];
+        month += 1;
+    }
+    let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    format!("2024-{:02}-{:02}T{h:02}:{m:02}:{s:02}", month + 1, day + 1)
+}
+
+/// Log lines from `secs` on until `bytes` are reached; returns the text and the end time.
+fn log_text(rng: &mut Rng, wavs: &[Wav], mut secs: u64, bytes: usize) -> (String, u64) {
+    let mut text = String::with_capacity(bytes + 200);
+    while text.len() < bytes {
+        secs += rng.below(45);
+        let sound = wavs
+            .get(rng.below(wavs.len() as u64) as usize)
+            .map_or("-", |w| &w.name);
+        let line = match rng.below(10) {
+            0..=3 => format!(
+                "INFO  mss::player: button {} -> {sound} (trackpack {}, volume {})",
+                rng.between(1, 8),
+                rng.between(1, 12),
+                rng.between(20, 100)
+            ),
+            4 | 5 => format!(
+                "INFO  mss::http: GET /api/trackpacks/{} 200 {}ms",
+                rng.between(1, 12),
+                rng.between(1, 60)
+            ),
+            6 => format!(
+                "DEBUG mss::audio: mixer queue {} frames, 0 underruns",
+                rng.below(4096)
+            ),
+            7 => format!("INFO  mss::sync: cloud sync ok, {} changes", rng.below(20)),
+            8 => format!(
+                "WARN  mss::bt: remote reconnecting (rssi {} dBm)",
+                -40 - rng.below(50) as i64
+            ),
+            _ => format!(
+                "INFO  mss::db: wal checkpoint, {} pages",
+                rng.between(1, 300)
+            ),
+        };
+        text += &format!("{}.{:03}Z {line}\n", stamp(secs), rng.below(1000));
+    }
+    (text, secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dir: &Path, audio_mib: u64) -> SampleSummary {
+        generate(
+            dir,
+            &SampleSpec {
+                audio_mib,
+                seed: 42,
+            },
+        )
+        .unwrap()
+    }
+
+    fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn u16_at(b: &[u8], at: usize) -> usize {
+        u16::from_le_bytes([b[at], b[at + 1]]) as usize
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> usize {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
+    }
+
+    #[test]
+    fn same_seed_same_bytes() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        assert_eq!(sample(a.path(), 2), sample(b.path(), 2));
+        let uploads = Path::new("Sounds/uploads");
+        let wavs = files(&a.path().join(uploads), "wav");
+        assert!(wavs.len() >= 6);
+        for wav in wavs {
+            let twin = b.path().join(uploads).join(wav.file_name().unwrap());
+            assert!(
+                fs::read(&wav).unwrap() == fs::read(twin).unwrap(),
+                "{wav:?}"
+            );
+        }
+        for file in ["data/server_id.txt", "config/wifi.conf", "log/app.log"] {
+            assert_eq!(
+                fs::read(a.path().join(file)).unwrap(),
+                fs::read(b.path().join(file)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn wav_headers_match_lengths() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = sample(dir.path(), 2);
+        let wavs = files(&dir.path().join("Sounds/uploads"), "wav");
+        assert_eq!(wavs.len() as u64, summary.wavs);
+        for wav in wavs {
+            let bytes = fs::read(&wav).unwrap();
+            assert_eq!(&bytes[..4], b"RIFF");
+            assert_eq!(&bytes[8..16], b"WAVEfmt ");
+            assert_eq!(u32_at(&bytes, 4), bytes.len() - 8);
+            assert_eq!(u32_at(&bytes, 40), bytes.len() - 44);
+            let channels = u16_at(&bytes, 22);
+            assert!(channels == 1 || channels == 2);
+            assert_eq!(u32_at(&bytes, 24), 44_100);
+            assert_eq!(u16_at(&bytes, 32), channels * 2);
+            assert_eq!(u16_at(&bytes, 34), 16);
+        }
+    }
+
+    #[test]
+    fn database_is_sound() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = sample(dir.path(), 1);
+        let conn = Connection::open(dir.path().join("data/sound_machine.db")).unwrap();
+        let one = |sql: &str| {
+            conn.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
+                .unwrap()
+        };
+        use rusqlite::types::Value::{Integer, Text};
+        assert_eq!(one("PRAGMA integrity_check"), Text("ok".into()));
+        assert_eq!(one("PRAGMA journal_mode"), Text("wal".into()));
+        assert_eq!(one("PRAGMA user_version"), Integer(3));
+        assert_eq!(
+            one("SELECT count(*) FROM trackpacks"),
+            Integer(summary.trackpacks as i64)
+        );
+        assert_eq!(
+            one("SELECT count(*) FROM sounds"),
+            Integer(summary.wavs as i64)
+        );
+        assert_eq!(summary.trackpacks, 12);
+    }
+
+    #[test]
+    fn zips_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        sample(dir.path(), 8);
+        let zips = files(&dir.path().join("data/exports"), "zip");
+        assert_eq!(zips.len(), 3);
+        for zip in zips {
+            let bytes = fs::read(&zip).unwrap();
+            let end = bytes.len() - 22;
+            assert_eq!(&bytes[end..end + 4], b"PK\x05\x06");
+            let entries = u16_at(&bytes, end + 10);
+            assert_eq!(entries, 3);
+            let mut at = u32_at(&bytes, end + 16);
+            for _ in 0..entries {
+                assert_eq!(&bytes[at..at + 4], b"PK\x01\x02");
+                let (size, name_len) = (u32_at(&bytes, at + 24), u16_at(&bytes, at + 28));
+                let local = u32_at(&bytes, at + 42);
+                assert_eq!(&bytes[local..local + 4], b"PK\x03\x04");
+                let data = &bytes[local + 30 + name_len..][..size];
+                assert_eq!(crc32fast::hash(data) as usize, u32_at(&bytes, at + 16));
+                assert_eq!(&data[..4], b"RIFF");
+                at += 46 + name_len;
+            }
+            assert_eq!(at, end);
+        }
+    }
+
+    #[test]
+    fn sizes_follow_the_spec_and_summary_adds_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = sample(dir.path(), 16);
+        let audio: u64 = files(&dir.path().join("Sounds/uploads"), "wav")
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum();
+        let spec = 16 * MIB;
+        assert!(
+            audio.abs_diff(spec) <= spec * 15 / 100,
+            "{audio} bytes of audio"
+        );
+        let (mut count, mut bytes, mut dirs) = (0, 0, vec![dir.path().to_path_buf()]);
+        while let Some(d) = dirs.pop() {
+            for entry in fs::read_dir(d).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    dirs.push(entry.path());
+                } else {
+                    count += 1;
+                    bytes += entry.metadata().unwrap().len();
+                }
+            }
+        }
+        assert_eq!((summary.files, summary.bytes), (count, bytes));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("config/wifi.conf"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
+#[cfg(test)]
+mod kindbench {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn per_kind() {
+        let sine = Sine::new();
+        for (kind, ch) in [(Kind::Tone, 1), (Kind::Speech, 1), (Kind::Noise, 2), (Kind::OneShot, 1), (Kind::Drums, 2), (Kind::Music, 2)] {
+            for variant in [0, 2, 3] {
+                let frames = 8 * MIB / 2 / ch as u64;
+                let wav = Wav { name: String::new(), kind, variant, channels: ch, frames, size: 0, crc: 0 };
+                let t = std::time::Instant::now();
+                render(Path::new("/dev/null"), &wav, &mut Rng::new(1, 2), &sine).unwrap();
+                let el = t.elapsed().as_secs_f64();
+                println!("{:?} {variant}: {:.0} MB/s", kind as u8, 8.0 * 1.048576 / el);
+            }
+        }
+    }
+}

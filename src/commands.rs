@@ -1,0 +1,410 @@
+//! One function per subcommand: load what it needs, call core, print.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Local};
+use mss_backup_core::backup::{self, Destination, Plan};
+use mss_backup_core::lock::LockError;
+use mss_backup_core::name::LATEST;
+use mss_backup_core::sample::{self, SampleSpec};
+use mss_backup_core::status::{self, Outcome, RunStatus};
+use mss_backup_core::{RetentionPolicy, Target, verify};
+use mss_backup_target_local::{DirTarget, local};
+
+use crate::cli::{Cli, Command, Global};
+use crate::config::{self, ConfigError, Overrides, Settings};
+use crate::{EXIT_FAILED, EXIT_LOCKED};
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let command = cli.command.unwrap_or(Command::Backup);
+    match command {
+        Command::SampleData {
+            dir,
+            audio_mib,
+            seed,
+        } => sample_data(&dir, audio_mib, seed),
+        Command::Demo { audio_mib } => demo(audio_mib),
+        command => {
+            let settings = load_settings(&cli.global)?;
+            match command {
+                Command::Backup => run_backup(&settings),
+                Command::List { json } => list(&settings, json),
+                Command::Status { json, max_age } => show_status(&settings, json, max_age.as_deref()),
+                Command::Verify { archive } => verify_archive(&settings, archive.as_deref()),
+                Command::Config => show_config(&settings),
+                Command::Demo { .. } | Command::SampleData { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+fn load_settings(global: &Global) -> Result<Settings> {
+    let mut flags = Overrides::new();
+    for (key, value) in [
+        ("project_dir", &global.project_dir),
+        ("data_dir", &global.data_dir),
+        ("dir", &global.backup_dir),
+        ("retention", &global.retention),
+    ] {
+        if let Some(value) = value {
+            flags.insert(key, value.clone());
+        }
+    }
+    Ok(Settings::load(&config::process_env(), &flags, global.config.as_deref())?)
+}
+
+fn plan(settings: &Settings) -> Plan {
+    Plan {
+        project_dir: settings.project_dir.clone(),
+        data_dir: settings.data_dir.clone(),
+        backup_dir: settings.backup_dir.clone(),
+        retention: RetentionPolicy {
+            keep: settings.retention,
+        },
+        db_busy_timeout: Duration::from_secs(60),
+        gz: Default::default(),
+    }
+}
+
+fn run_backup(settings: &Settings) -> Result<ExitCode> {
+    let plan = plan(settings);
+    backup_with(&plan, &[])
+}
+
+fn backup_with(plan: &Plan, offsite: &[Destination]) -> Result<ExitCode> {
+    crate::logging::to_backup_log(&plan.backup_dir)
+        .with_context(|| format!("cannot open the log in {}", plan.backup_dir.display()))?;
+    let local = local(plan.archive_dir());
+    let report = match backup::run(plan, &local, offsite) {
+        Ok(report) => report,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_LOCKED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print_summary(plan, &report);
+    Ok(exit_for(report.status))
+}
+
+fn exit_for(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Success => ExitCode::SUCCESS,
+        Outcome::Failure => ExitCode::from(EXIT_FAILED),
+    }
+}
+
+fn print_summary(plan: &Plan, report: &RunStatus) {
+    match (&report.archive, report.status) {
+        (Some(archive), Outcome::Success) => eprintln!(
+            "Backup OK: {} ({}, {} files, {:.1} s)",
+            plan.archive_dir().join(archive).display(),
+            human_bytes(report.size_bytes.unwrap_or(0)),
+            report.files,
+            report.duration_seconds
+        ),
+        _ => eprintln!(
+            "Backup FAILED: {}",
+            report.error.as_deref().unwrap_or("unknown error (see backup.log)")
+        ),
+    }
+    for target in &report.targets {
+        let word = match target.status {
+            Outcome::Success => "ok",
+            Outcome::Failure => "FAILED",
+        };
+        eprintln!("  {} {word}: {}", target.name, target.detail);
+    }
+    for warning in &report.warnings {
+        eprintln!("  warning: {warning}");
+    }
+}
+
+fn archive_target(settings: &Settings) -> DirTarget {
+    local(backup::archive_dir(&settings.backup_dir))
+}
+
+fn list(settings: &Settings, json: bool) -> Result<ExitCode> {
+    let target = archive_target(settings);
+    let mut names = if target.dir().is_dir() {
+        target.list()?
+    } else {
+        Vec::new()
+    };
+    names.reverse();
+    let now = Local::now().naive_local();
+    let rows: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| {
+            let path = target.dir().join(name.file_name());
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            serde_json::json!({
+                "name": name.file_name(),
+                "path": path,
+                "size_bytes": size,
+                "created": name.timestamp().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                "age_seconds": (now - name.timestamp()).num_seconds(),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("No backups in {}", target.dir().display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (name, row) in names.iter().zip(&rows) {
+        let size = row["size_bytes"].as_u64().unwrap_or(0);
+        println!(
+            "{}  {:>10}  {}",
+            name.file_name(),
+            human_bytes(size),
+            human_age(now - name.timestamp())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result<ExitCode> {
+    let max_age = max_age
+        .map(|text| {
+            parse_duration(text).ok_or_else(|| {
+                ConfigError(format!(
+                    "--max-age {text} is not valid: use a number with a unit, like 26h, 90m or 2d"
+                ))
+            })
+        })
+        .transpose()?;
+    let Some(report) = status::read(&settings.backup_dir)? else {
+        eprintln!(
+            "No backup has run yet: {} does not exist",
+            settings.backup_dir.join(status::STATUS_FILE).display()
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let word = match report.status {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        };
+        println!("Last backup: {word}, finished {}", report.finished_at);
+        if let Some(archive) = &report.archive {
+            println!(
+                "  archive: {archive} ({})",
+                human_bytes(report.size_bytes.unwrap_or(0))
+            );
+        }
+        if let Some(error) = &report.error {
+            println!("  error: {error}");
+        }
+        for target in &report.targets {
+            println!("  {}: {:?} — {}", target.name, target.status, target.detail);
+        }
+        for warning in &report.warnings {
+            println!("  warning: {warning}");
+        }
+    }
+    if report.status != Outcome::Success {
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    if let Some(max_age) = max_age {
+        let finished = DateTime::parse_from_rfc3339(&report.finished_at)
+            .with_context(|| format!("finished_at {:?} in last_backup.json is not a time", report.finished_at))?;
+        let age = Local::now().signed_duration_since(finished);
+        if age.to_std().map(|a| a > max_age).unwrap_or(false) {
+            eprintln!(
+                "The last backup is {} old, more than the allowed {}",
+                human_age(age),
+                human_age(chrono::TimeDelta::from_std(max_age).unwrap_or_default())
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `26h`, `90m`, `2d`, `45s`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(number.checked_mul(seconds)?))
+}
+
+fn resolve_archive(settings: &Settings, archive: Option<&str>) -> PathBuf {
+    let archive_dir = backup::archive_dir(&settings.backup_dir);
+    match archive {
+        None => archive_dir.join(LATEST),
+        Some(a) if a.contains('/') => PathBuf::from(a),
+        Some(name) => archive_dir.join(name),
+    }
+}
+
+fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode> {
+    let path = resolve_archive(settings, archive);
+    if !path.exists() {
+        bail!(
+            "Archive {} not found (run `mss-backup list` to see the backups)",
+            path.display()
+        );
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("mss-backup-verify-")
+        .tempdir()
+        .context("cannot create a temp dir for verify")?;
+    match verify::verify(&path, scratch.path()) {
+        Ok(v) => {
+            println!(
+                "Verified {}: sha256 matches its checksum file, {} files match MANIFEST.sha256, database integrity_check ok ({} pages, user_version {})",
+                v.archive.display(),
+                v.files,
+                v.db.page_count,
+                v.db.user_version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("Verify FAILED: {e}");
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+fn show_config(settings: &Settings) -> Result<ExitCode> {
+    let rows = [
+        ("project_dir", settings.project_dir.display().to_string()),
+        ("data_dir", settings.data_dir.display().to_string()),
+        ("dir", settings.backup_dir.display().to_string()),
+        ("retention", settings.retention.to_string()),
+    ];
+    for (key, value) in rows {
+        println!("{key:<12} {value:<50} ({})", settings.origin(key));
+    }
+    match &settings.file {
+        Some(file) => println!("config file  {}", file.display()),
+        None => println!("config file  none (set {} to use one)", config::CONFIG_VAR),
+    }
+    println!("targets      local ({})", backup::archive_dir(&settings.backup_dir).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sample_data(dir: &Path, audio_mib: u64, seed: u64) -> Result<ExitCode> {
+    let summary = sample::generate(dir, &SampleSpec { audio_mib, seed })
+        .with_context(|| format!("cannot generate sample data in {}", dir.display()))?;
+    println!(
+        "{} files, {} bytes, {} WAVs, {} trackpacks in {}",
+        summary.files,
+        summary.bytes,
+        summary.wavs,
+        summary.trackpacks,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo(audio_mib: u64) -> Result<ExitCode> {
+    let root = tempfile::Builder::new()
+        .prefix("mss-backup-demo-")
+        .tempdir()
+        .context("cannot create a temp dir for the demo")?
+        .keep();
+    let project_dir = root.join("sound-machine");
+    let data_dir = project_dir.join("cloud-data");
+    let backup_dir = root.join("backups/mss");
+    let sample = sample::generate(&data_dir, &SampleSpec { audio_mib, seed: 1 })
+        .with_context(|| format!("cannot generate demo data in {}", data_dir.display()))?;
+    println!(
+        "Demo MSS data: {} ({} files, {}: a WAL-mode SQLite database with {} trackpacks, {} WAVs, exports, config, logs)",
+        data_dir.display(),
+        sample.files,
+        human_bytes(sample.bytes),
+        sample.trackpacks,
+        sample.wavs
+    );
+    let plan = Plan {
+        project_dir,
+        data_dir: data_dir.clone(),
+        backup_dir: backup_dir.clone(),
+        retention: RetentionPolicy {
+            keep: config::DEFAULT_RETENTION,
+        },
+        db_busy_timeout: Duration::from_secs(60),
+        gz: Default::default(),
+    };
+    let code = backup_with(&plan, &[])?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let latest = plan.archive_dir().join(LATEST);
+    let verified = verify::verify(&latest, &root).context("verifying the demo backup")?;
+    let name = verified
+        .archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!("Backup:   {}", verified.archive.display());
+    println!("Latest:   {}", latest.display());
+    println!(
+        "Verified: sha256 {}, {} files match MANIFEST.sha256, database integrity_check ok",
+        verified.sha256, verified.files
+    );
+    println!("Status:   {}", backup_dir.join(status::STATUS_FILE).display());
+    println!("Log:      {}", backup_dir.join(status::LOG_FILE).display());
+    println!();
+    println!("Look inside:");
+    println!("  tar -tzvf {} | head", latest.display());
+    println!(
+        "  (cd {} && sha256sum -c {name}.sha256)",
+        plan.archive_dir().display()
+    );
+    println!(
+        "  MSS_BACKUP_DATA_DIR={} MSS_BACKUP_DIR={} mss-backup status",
+        data_dir.display(),
+        backup_dir.display()
+    );
+    println!("Remove the demo: rm -rf {}", root.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.1} {unit}")
+}
+
+fn human_age(age: chrono::TimeDelta) -> String {
+    let secs = age.num_seconds();
+    match secs {
+        s if s < 0 => "in the future (clock change?)".to_string(),
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
