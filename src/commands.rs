@@ -32,7 +32,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             match command {
                 Command::Backup => run_backup(&settings),
                 Command::List { json } => list(&settings, json),
-                Command::Status { json, max_age } => show_status(&settings, json, max_age.as_deref()),
+                Command::Status { json, max_age } => {
+                    show_status(&settings, json, max_age.as_deref())
+                }
                 Command::Verify { archive } => verify_archive(&settings, archive.as_deref()),
                 Command::Config => show_config(&settings),
                 Command::Demo { .. } | Command::SampleData { .. } => unreachable!("handled above"),
@@ -53,7 +55,11 @@ fn load_settings(global: &Global) -> Result<Settings> {
             flags.insert(key, value.clone());
         }
     }
-    Ok(Settings::load(&config::process_env(), &flags, global.config.as_deref())?)
+    Ok(Settings::load(
+        &config::process_env(),
+        &flags,
+        global.config.as_deref(),
+    )?)
 }
 
 fn plan(settings: &Settings) -> Plan {
@@ -108,7 +114,10 @@ fn print_summary(plan: &Plan, report: &RunStatus) {
         ),
         _ => eprintln!(
             "Backup FAILED: {}",
-            report.error.as_deref().unwrap_or("unknown error (see backup.log)")
+            report
+                .error
+                .as_deref()
+                .unwrap_or("unknown error (see backup.log)")
         ),
     }
     for target in &report.targets {
@@ -215,8 +224,12 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     if let Some(max_age) = max_age {
-        let finished = DateTime::parse_from_rfc3339(&report.finished_at)
-            .with_context(|| format!("finished_at {:?} in last_backup.json is not a time", report.finished_at))?;
+        let finished = DateTime::parse_from_rfc3339(&report.finished_at).with_context(|| {
+            format!(
+                "finished_at {:?} in last_backup.json is not a time",
+                report.finished_at
+            )
+        })?;
         let age = Local::now().signed_duration_since(finished);
         if age.to_std().map(|a| a > max_age).unwrap_or(false) {
             eprintln!(
@@ -299,7 +312,10 @@ fn show_config(settings: &Settings) -> Result<ExitCode> {
         Some(file) => println!("config file  {}", file.display()),
         None => println!("config file  none (set {} to use one)", config::CONFIG_VAR),
     }
-    println!("targets      local ({})", backup::archive_dir(&settings.backup_dir).display());
+    println!(
+        "targets      local ({})",
+        backup::archive_dir(&settings.backup_dir).display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -363,7 +379,10 @@ fn demo(audio_mib: u64) -> Result<ExitCode> {
         "Verified: sha256 {}, {} files match MANIFEST.sha256, database integrity_check ok",
         verified.sha256, verified.files
     );
-    println!("Status:   {}", backup_dir.join(status::STATUS_FILE).display());
+    println!(
+        "Status:   {}",
+        backup_dir.join(status::STATUS_FILE).display()
+    );
     println!("Log:      {}", backup_dir.join(status::LOG_FILE).display());
     println!();
     println!("Look inside:");

@@ -90,7 +90,11 @@ pub fn process_env() -> Env {
 
 impl Settings {
     /// Resolves the configuration from `env`, the optional file, and flags.
-    pub fn load(env: &Env, flags: &Overrides, config_flag: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn load(
+        env: &Env,
+        flags: &Overrides,
+        config_flag: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
         let home = env
             .get("HOME")
             .filter(|h| h.starts_with('/'))
@@ -117,9 +121,7 @@ impl Settings {
         if let Some(path) = &file {
             figment = figment.merge(Toml::file(path));
         }
-        let figment = figment
-            .merge(Layer::env(env))
-            .merge(Layer::flags(flags));
+        let figment = figment.merge(Layer::env(env)).merge(Layer::flags(flags));
 
         let mut origins = BTreeMap::new();
         let mut get = |key: &Key| -> Result<Option<String>, ConfigError> {
@@ -132,9 +134,11 @@ impl Settings {
             };
             let origin = origin_of(&figment, key);
             origins.insert(key.key, origin.clone());
-            scalar_string(&value)
-                .map(Some)
-                .ok_or_else(|| ConfigError(format!("{origin} must be a single value, not a list or table")))
+            scalar_string(&value).map(Some).ok_or_else(|| {
+                ConfigError(format!(
+                    "{origin} must be a single value, not a list or table"
+                ))
+            })
         };
 
         let project_dir = match get(&PROJECT_DIR)? {
@@ -167,7 +171,10 @@ impl Settings {
     /// `dir in /home/mss/.config/mss-backup/config.toml`, `--retention`,
     /// `default`).
     pub fn origin(&self, key: &str) -> &str {
-        self.origins.get(key).map(String::as_str).unwrap_or("default")
+        self.origins
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or("default")
     }
 }
 
@@ -256,7 +263,10 @@ impl Layer {
                 (!key.is_empty()).then(|| (key, Value::from(v.clone())))
             })
             .collect();
-        Self { name: ENV_NAME, values }
+        Self {
+            name: ENV_NAME,
+            values,
+        }
     }
 
     fn flags(flags: &Overrides) -> Self {

@@ -1,0 +1,9 @@
+//! Integration tests: the real `mss-backup` binary, run the way an operator
+//! or the nightly timer runs it, on fixture data generated here (a real
+//! WAL-mode SQLite database, WAVs, zips, text). One test binary, one module
+//! per area.
+
+mod support;
+
+mod backup;
+mod cli;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Local, SecondsFormat};
 
-use crate::archive::{self, ArchiveError, ArchiveWriter, Section, DB_PATH};
+use crate::archive::{self, ArchiveError, ArchiveWriter, DB_PATH, Section};
 use crate::durable;
 use crate::gz::GzOptions;
 use crate::inventory::{self, InventoryInput};
@@ -59,15 +59,21 @@ pub enum BackupError {
     /// Worded as the operator documentation says.
     #[error("Cloud data directory not found: {0}")]
     DataDirMissing(PathBuf),
-    #[error("Database not found: {0} (MSS keeps it at cloud-data/{DB_PATH}; check MSS_BACKUP_DATA_DIR)")]
+    #[error(
+        "Database not found: {0} (MSS keeps it at cloud-data/{DB_PATH}; check MSS_BACKUP_DATA_DIR)"
+    )]
     DatabaseMissing(PathBuf),
-    #[error("Not enough free space in {dir}: the backup needs up to {needed} MiB, {available} MiB available (free some space or lower MSS_BACKUP_RETENTION)")]
+    #[error(
+        "Not enough free space in {dir}: the backup needs up to {needed} MiB, {available} MiB available (free some space or lower MSS_BACKUP_RETENTION)"
+    )]
     NoSpace {
         dir: PathBuf,
         needed: u64,
         available: u64,
     },
-    #[error("The disk holding {0} filled up during the backup; the partial archive was removed (free some space or lower MSS_BACKUP_RETENTION)")]
+    #[error(
+        "The disk holding {0} filled up during the backup; the partial archive was removed (free some space or lower MSS_BACKUP_RETENTION)"
+    )]
     DiskFull(PathBuf),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
@@ -93,7 +99,11 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Backup
 /// Runs one backup under the lock. `Err` only when another run holds the
 /// lock (nothing was touched); every other outcome is in the returned
 /// status, which has also been written to `last_backup.json`.
-pub fn run(plan: &Plan, local: &dyn Target, offsite: &[Destination]) -> Result<RunStatus, LockError> {
+pub fn run(
+    plan: &Plan,
+    local: &dyn Target,
+    offsite: &[Destination],
+) -> Result<RunStatus, LockError> {
     durable::create_private_dir(&plan.backup_dir).map_err(|source| LockError::Io {
         path: plan.backup_dir.clone(),
         source,
@@ -136,7 +146,9 @@ pub fn run(plan: &Plan, local: &dyn Target, offsite: &[Destination]) -> Result<R
     if let Err(e) = status::write(&plan.backup_dir, &report) {
         tracing::error!("cannot write {}: {e}", status::STATUS_FILE);
         report.status = Outcome::Failure;
-        report.error.get_or_insert(format!("cannot write {}: {e}", status::STATUS_FILE));
+        report
+            .error
+            .get_or_insert(format!("cannot write {}: {e}", status::STATUS_FILE));
     }
     tracing::info!(status = ?report.status, seconds = report.duration_seconds, "backup finished");
     Ok(report)
@@ -144,11 +156,23 @@ pub fn run(plan: &Plan, local: &dyn Target, offsite: &[Destination]) -> Result<R
 
 /// Local first, then every offsite target; then retention. The run is a
 /// success only if every target took the backup.
-fn deliver(plan: &Plan, local: &dyn Target, offsite: &[Destination], artifact: &Artifact, report: &mut RunStatus) {
+fn deliver(
+    plan: &Plan,
+    local: &dyn Target,
+    offsite: &[Destination],
+    artifact: &Artifact,
+    report: &mut RunStatus,
+) {
     let local_ok = put_and_prune(local, plan.retention, artifact, report, true);
     let mut all_ok = local_ok;
     for dest in offsite {
-        all_ok &= put_and_prune(dest.target.as_ref(), dest.retention, artifact, report, false);
+        all_ok &= put_and_prune(
+            dest.target.as_ref(),
+            dest.retention,
+            artifact,
+            report,
+            false,
+        );
     }
     if all_ok {
         report.status = Outcome::Success;
@@ -228,7 +252,8 @@ fn make_artifact(plan: &Plan, warnings: &mut Vec<String>) -> Result<(Artifact, u
         return Err(BackupError::DataDirMissing(plan.data_dir.clone()));
     }
     let live_db = plan.data_dir.join(DB_PATH);
-    let live_db_meta = fs::metadata(&live_db).map_err(|_| BackupError::DatabaseMissing(live_db.clone()))?;
+    let live_db_meta =
+        fs::metadata(&live_db).map_err(|_| BackupError::DatabaseMissing(live_db.clone()))?;
     let archive_dir = plan.archive_dir();
     durable::create_private_dir(&archive_dir).map_err(io_err("cannot create", &archive_dir))?;
     remove_leftovers(plan)?;
@@ -242,7 +267,11 @@ fn make_artifact(plan: &Plan, warnings: &mut Vec<String>) -> Result<(Artifact, u
         (Section::Log, "log"),
     ] {
         if !plan.data_dir.join(rel).exists() {
-            let warning = format!("{} not found in {}; backed up the rest", section.label(), plan.data_dir.display());
+            let warning = format!(
+                "{} not found in {}; backed up the rest",
+                section.label(),
+                plan.data_dir.display()
+            );
             tracing::warn!("{warning}");
             warnings.push(warning);
         }
@@ -258,9 +287,19 @@ fn make_artifact(plan: &Plan, warnings: &mut Vec<String>) -> Result<(Artifact, u
         });
     }
 
-    let staging = plan.backup_dir.join(format!(".staging-{}", std::process::id()));
+    let staging = plan
+        .backup_dir
+        .join(format!(".staging-{}", std::process::id()));
     durable::create_private_dir(&staging).map_err(io_err("cannot create", &staging))?;
-    let result = write_archive(plan, &archive_dir, &staging, &listing, &live_db, &live_db_meta, warnings);
+    let result = write_archive(
+        plan,
+        &archive_dir,
+        &staging,
+        &listing,
+        &live_db,
+        &live_db_meta,
+        warnings,
+    );
     let _ = fs::remove_dir_all(&staging);
     result
 }
@@ -276,19 +315,27 @@ fn write_archive(
 ) -> Result<(Artifact, u64), BackupError> {
     let snapshot_path = staging.join("sound_machine.db");
     let db = snapshot::snapshot(live_db, &snapshot_path, plan.db_busy_timeout)?;
-    tracing::info!(pages = db.page_count, "database snapshot passed integrity_check");
+    tracing::info!(
+        pages = db.page_count,
+        "database snapshot passed integrity_check"
+    );
 
     let mut name = ArtifactName::at(Local::now().naive_local());
-    while archive_dir.join(name.file_name()).exists() || archive_dir.join(name.sidecar_name()).exists() {
+    while archive_dir.join(name.file_name()).exists()
+        || archive_dir.join(name.sidecar_name()).exists()
+    {
         name = name.next_second();
     }
     let partial = archive_dir.join(format!(".{}.partial", name.file_name()));
     let final_path = archive_dir.join(name.file_name());
     let written = (|| {
-        let file = durable::create_new_private(&partial).map_err(io_err("cannot create", &partial))?;
+        let file =
+            durable::create_new_private(&partial).map_err(io_err("cannot create", &partial))?;
         let mut writer = ArchiveWriter::new(file, plan.gz);
         let write_err = |e: ArchiveError| match e {
-            ArchiveError::Write(e) if durable::is_disk_full(&e) => BackupError::DiskFull(archive_dir.to_path_buf()),
+            ArchiveError::Write(e) if durable::is_disk_full(&e) => {
+                BackupError::DiskFull(archive_dir.to_path_buf())
+            }
             ArchiveError::Write(e) => BackupError::Io {
                 action: "cannot write",
                 path: partial.clone(),
@@ -318,7 +365,11 @@ fn write_archive(
             db: &db,
         });
         writer
-            .add_bytes(Section::Inventory, archive::INVENTORY_PATH, inventory.as_bytes())
+            .add_bytes(
+                Section::Inventory,
+                archive::INVENTORY_PATH,
+                inventory.as_bytes(),
+            )
             .map_err(write_err)?;
         let (file, written) = writer.finish().map_err(write_err)?;
         file.sync_all().map_err(|e| {
@@ -363,7 +414,10 @@ fn write_archive(
 /// ours in the archive dir, and staging dirs in the backup dir.
 fn remove_leftovers(plan: &Plan) -> Result<(), BackupError> {
     let archive_dir = plan.archive_dir();
-    for (dir, prefix) in [(&archive_dir, ".mss-backup-"), (&plan.backup_dir, ".staging-")] {
+    for (dir, prefix) in [
+        (&archive_dir, ".mss-backup-"),
+        (&plan.backup_dir, ".staging-"),
+    ] {
         let entries = fs::read_dir(dir).map_err(io_err("cannot list", dir))?;
         for entry in entries.flatten() {
             let name = entry.file_name();

@@ -111,10 +111,10 @@ pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let stat = unsafe { stat.assume_init() };
-    let frsize = stat.f_frsize as u64;
+    let frsize = stat.f_frsize;
     Ok(FsSpace {
-        total: stat.f_blocks as u64 * frsize,
-        available: stat.f_bavail as u64 * frsize,
+        total: stat.f_blocks * frsize,
+        available: stat.f_bavail * frsize,
     })
 }
 

@@ -39,12 +39,19 @@ pub fn render(input: &InventoryInput<'_>) -> String {
     let _ = writeln!(out, "data dir: {}", input.data_dir.display());
 
     let _ = writeln!(out, "\n== docker compose ps ==");
-    out.push_str(&command_output(input.project_dir, "docker", &["compose", "ps"]));
+    out.push_str(&command_output(
+        input.project_dir,
+        "docker",
+        &["compose", "ps"],
+    ));
 
     let _ = writeln!(out, "\n== git ==");
     for (label, args) in [
         ("commit", &["rev-parse", "HEAD"][..]),
-        ("describe", &["describe", "--always", "--dirty", "--tags"][..]),
+        (
+            "describe",
+            &["describe", "--always", "--dirty", "--tags"][..],
+        ),
     ] {
         let text = command_output(input.project_dir, "git", args);
         let _ = writeln!(out, "{label}: {}", text.trim());
@@ -122,7 +129,12 @@ fn command_output(dir: &Path, program: &str, args: &[&str]) -> String {
                         stdout + "\n"
                     };
                 }
-                let reason = stderr.lines().next().unwrap_or("no message").trim().to_string();
+                let reason = stderr
+                    .lines()
+                    .next()
+                    .unwrap_or("no message")
+                    .trim()
+                    .to_string();
                 return format!("({shown} failed with {status}: {reason})\n");
             }
             Ok(None) if started.elapsed() < COMMAND_TIMEOUT => {

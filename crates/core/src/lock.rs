@@ -76,7 +76,10 @@ mod tests {
         let first = acquire(dir.path()).unwrap();
         let err = acquire(dir.path()).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("Another mss-backup is already running (pid "), "{msg}");
+        assert!(
+            msg.starts_with("Another mss-backup is already running (pid "),
+            "{msg}"
+        );
         assert!(msg.contains(&std::process::id().to_string()));
         drop(first);
         acquire(dir.path()).unwrap();

@@ -47,7 +47,10 @@ impl ArtifactName {
 
     /// The archive's file name.
     pub fn file_name(&self) -> String {
-        format!("{PREFIX}{}{ARCHIVE_SUFFIX}", self.stamp.format(STAMP_FORMAT))
+        format!(
+            "{PREFIX}{}{ARCHIVE_SUFFIX}",
+            self.stamp.format(STAMP_FORMAT)
+        )
     }
 
     /// The checksum sidecar's file name.
@@ -95,7 +98,10 @@ mod tests {
         let a = ArtifactName::parse("mss-backup-2026-02-10_203350.tar.gz").unwrap();
         let b = ArtifactName::parse("mss-backup-2026-02-11_031500.tar.gz").unwrap();
         assert_eq!(a.file_name(), "mss-backup-2026-02-10_203350.tar.gz");
-        assert_eq!(a.sidecar_name(), "mss-backup-2026-02-10_203350.tar.gz.sha256");
+        assert_eq!(
+            a.sidecar_name(),
+            "mss-backup-2026-02-10_203350.tar.gz.sha256"
+        );
         assert!(a < b);
         assert_eq!(
             a.next_second().file_name(),

@@ -27,10 +27,8 @@ pub fn to_delete(
     // The protected backup counts towards `keep` wherever it sorts.
     let mut kept = 0;
     let mut doomed = Vec::new();
-    if let Some(p) = protect {
-        if sorted.contains(&p) {
-            kept += 1;
-        }
+    if protect.is_some_and(|p| sorted.contains(&p)) {
+        kept += 1;
     }
     for name in sorted {
         if Some(name) == protect {

@@ -29,7 +29,9 @@ pub enum SnapshotError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("database {path} stayed busy for {waited:?}: another process holds a lock (try again later)")]
+    #[error(
+        "database {path} stayed busy for {waited:?}: another process holds a lock (try again later)"
+    )]
     Busy { path: PathBuf, waited: Duration },
     #[error("copying database {path} failed: {source}")]
     Copy {
@@ -43,15 +45,22 @@ pub enum SnapshotError {
 /// Copies the live database at `live` into a new file `dest` and checks the
 /// copy with `PRAGMA integrity_check`. Retries while the database is busy,
 /// for at most `busy_timeout`.
-pub fn snapshot(live: &Path, dest: &Path, busy_timeout: Duration) -> Result<DbFacts, SnapshotError> {
+pub fn snapshot(
+    live: &Path,
+    dest: &Path,
+    busy_timeout: Duration,
+) -> Result<DbFacts, SnapshotError> {
     let open_err = |source| SnapshotError::Open {
         path: live.to_path_buf(),
         source,
     };
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let src = Connection::open_with_flags(live, flags).map_err(open_err)?;
-    src.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-        .map_err(open_err)?;
+    src.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(open_err)?;
     // Each attempt waits up to a second on SQLite's own busy handler; the
     // loop below bounds the whole.
     src.busy_timeout(Duration::from_secs(1)).map_err(open_err)?;
@@ -157,7 +166,9 @@ mod tests {
         assert_eq!(std::fs::read(&wal).unwrap(), wal_before);
         assert!(!dir.path().join("copy.db-wal").exists());
         let copy = Connection::open(&dest).unwrap();
-        let n: i64 = copy.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let n: i64 = copy
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 3);
     }
 }

@@ -22,7 +22,9 @@ pub enum VerifyError {
     Io { path: PathBuf, source: io::Error },
     #[error("checksum file {path} is unusable: {reason}")]
     Sidecar { path: PathBuf, reason: String },
-    #[error("{path} does not match its checksum file: expected sha256 {expected}, got {actual} (the file is damaged; use another backup)")]
+    #[error(
+        "{path} does not match its checksum file: expected sha256 {expected}, got {actual} (the file is damaged; use another backup)"
+    )]
     Checksum {
         path: PathBuf,
         expected: String,
@@ -90,10 +92,29 @@ pub fn verify(archive: &Path, scratch: &Path) -> Result<Verified, VerifyError> {
 
 /// Verifies `archive` against an expected sha256 (the sidecar's, or the
 /// one computed while writing it).
-pub fn verify_against(archive: &Path, expected: &str, scratch: &Path) -> Result<Verified, VerifyError> {
+pub fn verify_against(
+    archive: &Path,
+    expected: &str,
+    scratch: &Path,
+) -> Result<Verified, VerifyError> {
     let archive = archive.to_path_buf();
     let expected = expected.to_string();
-    let scan = scan(&archive, scratch)?;
+    let scan = match scan(&archive, scratch) {
+        Ok(scan) => scan,
+        // A stream that does not decode is most often a file damaged since
+        // it was written: say so if its checksum shows it.
+        Err(e) => {
+            let actual = File::open(&archive).and_then(manifest::sha256_of);
+            return Err(match actual {
+                Ok((actual, _)) if actual != expected => VerifyError::Checksum {
+                    path: archive,
+                    expected,
+                    actual,
+                },
+                _ => e,
+            });
+        }
+    };
     if scan.sha256 != expected {
         return Err(VerifyError::Checksum {
             path: archive,
@@ -116,7 +137,9 @@ pub fn verify_against(archive: &Path, expected: &str, scratch: &Path) -> Result<
         }
     }
     if let Some(missing) = manifest.keys().find(|p| !scan.members.contains_key(*p)) {
-        return Err(damaged(format!("{missing} is listed in {MANIFEST_PATH} but missing")));
+        return Err(damaged(format!(
+            "{missing} is listed in {MANIFEST_PATH} but missing"
+        )));
     }
     let db_copy = scan
         .db_copy
@@ -183,7 +206,8 @@ fn scan(archive: &Path, scratch: &Path) -> Result<Scan, VerifyError> {
         }
         let hash = if path == DB_PATH && db_copy.is_none() {
             let dest = scratch.join(format!("verify-{}.db", std::process::id()));
-            let hash = copy_hashing(&mut entry, &dest).map_err(|e| damaged(format!("{path}: {e}")))?;
+            let hash =
+                copy_hashing(&mut entry, &dest).map_err(|e| damaged(format!("{path}: {e}")))?;
             db_copy = Some(dest);
             hash
         } else {

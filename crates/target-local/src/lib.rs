@@ -54,8 +54,10 @@ impl DirTarget {
         if result.is_err() {
             let _ = fs::remove_file(&partial);
         }
-        result.map_err(|e| self.failed(format!("copying {file_name} to {}", dst_dir.display()), e))?;
-        let file = File::open(&dest).map_err(|e| self.failed(format!("re-reading {}", dest.display()), e))?;
+        result
+            .map_err(|e| self.failed(format!("copying {file_name} to {}", dst_dir.display()), e))?;
+        let file = File::open(&dest)
+            .map_err(|e| self.failed(format!("re-reading {}", dest.display()), e))?;
         manifest::sha256_of(file)
             .map(|(hash, _)| hash)
             .map_err(|e| self.failed(format!("re-reading {}", dest.display()), e))
@@ -78,7 +80,8 @@ impl Target for DirTarget {
     }
 
     fn preflight(&self) -> Result<(), TargetError> {
-        durable::create_private_dir(&self.dir).map_err(|e| self.failed(format!("creating {}", self.dir.display()), e))
+        durable::create_private_dir(&self.dir)
+            .map_err(|e| self.failed(format!("creating {}", self.dir.display()), e))
     }
 
     fn put(&self, artifact: &Artifact) -> Result<(), TargetError> {
@@ -105,10 +108,12 @@ impl Target for DirTarget {
     }
 
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| self.failed(format!("listing {}", self.dir.display()), e))?;
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| self.failed(format!("listing {}", self.dir.display()), e))?;
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| self.failed(format!("listing {}", self.dir.display()), e))?;
+            let entry =
+                entry.map_err(|e| self.failed(format!("listing {}", self.dir.display()), e))?;
             let Some(name) = entry.file_name().to_str().and_then(ArtifactName::parse) else {
                 continue;
             };
@@ -131,7 +136,11 @@ impl Target for DirTarget {
         if dest_dir == self.dir {
             return Ok(src);
         }
-        self.copy_in(&self.dir.join(name.sidecar_name()), dest_dir, &name.sidecar_name())?;
+        self.copy_in(
+            &self.dir.join(name.sidecar_name()),
+            dest_dir,
+            &name.sidecar_name(),
+        )?;
         self.copy_in(&src, dest_dir, &name.file_name())?;
         Ok(dest_dir.join(name.file_name()))
     }
@@ -145,7 +154,8 @@ impl Target for DirTarget {
                 Err(e) => return Err(self.failed(format!("deleting {file}"), e)),
             }
         }
-        durable::fsync_dir(&self.dir).map_err(|e| self.failed(format!("syncing {}", self.dir.display()), e))
+        durable::fsync_dir(&self.dir)
+            .map_err(|e| self.failed(format!("syncing {}", self.dir.display()), e))
     }
 }
 
