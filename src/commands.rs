@@ -76,8 +76,8 @@ fn plan(settings: &Settings) -> Plan {
 }
 
 fn run_backup(settings: &Settings) -> Result<ExitCode> {
-    let plan = plan(settings);
-    backup_with(&plan, &[])
+    let offsite = crate::targets::offsite(settings)?;
+    backup_with(&plan(settings), &offsite)
 }
 
 fn backup_with(plan: &Plan, offsite: &[Destination]) -> Result<ExitCode> {
@@ -316,6 +316,9 @@ fn show_config(settings: &Settings) -> Result<ExitCode> {
         "targets      local ({})",
         backup::archive_dir(&settings.backup_dir).display()
     );
+    for line in crate::targets::describe(settings)? {
+        println!("             {line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -37,43 +37,38 @@ pub type Overrides = BTreeMap<&'static str, String>;
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub home: PathBuf,
     pub project_dir: PathBuf,
     pub data_dir: PathBuf,
     pub backup_dir: PathBuf,
     pub retention: usize,
-    /// Where each value came from, by setting name, for `mss-backup config`.
-    pub origins: BTreeMap<&'static str, String>,
     /// The TOML file that was read, if any.
     pub file: Option<PathBuf>,
+    figment: Figment,
 }
 
-/// One setting: its key in the TOML file and figment, and its variable.
-struct Key {
-    key: &'static str,
-    var: &'static str,
-    flag: &'static str,
+/// One setting's value exactly as written, with words for messages.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    pub value: String,
+    /// Where it came from: `MSS_BACKUP_DIR`, `dir in FILE`, `--backup-dir`.
+    pub origin: String,
+    /// The setting as the operator wrote it: `MSS_BACKUP_RETENTION=0`.
+    pub what: String,
 }
 
-const PROJECT_DIR: Key = Key {
-    key: "project_dir",
-    var: "MSS_BACKUP_PROJECT_DIR",
-    flag: "--project-dir",
-};
-const DATA_DIR: Key = Key {
-    key: "data_dir",
-    var: "MSS_BACKUP_DATA_DIR",
-    flag: "--data-dir",
-};
-const DIR: Key = Key {
-    key: "dir",
-    var: "MSS_BACKUP_DIR",
-    flag: "--backup-dir",
-};
-const RETENTION: Key = Key {
-    key: "retention",
-    var: "MSS_BACKUP_RETENTION",
-    flag: "--retention",
-};
+/// Command-line flags that set a key, for messages.
+const FLAGS: [(&str, &str); 4] = [
+    ("project_dir", "--project-dir"),
+    ("data_dir", "--data-dir"),
+    ("dir", "--backup-dir"),
+    ("retention", "--retention"),
+];
+
+/// The environment variable for a key: `usb_path` -> `MSS_BACKUP_USB_PATH`.
+pub fn var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+}
 
 /// Default number of backups kept.
 pub const DEFAULT_RETENTION: usize = 7;
@@ -122,59 +117,111 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         let figment = figment.merge(Layer::env(env)).merge(Layer::flags(flags));
-
-        let mut origins = BTreeMap::new();
-        let mut get = |key: &Key| -> Result<Option<String>, ConfigError> {
-            let value = match figment.find_value(key.key) {
-                Ok(value) => value,
-                Err(_) => {
-                    origins.insert(key.key, "default".to_string());
-                    return Ok(None);
-                }
-            };
-            let origin = origin_of(&figment, key);
-            origins.insert(key.key, origin.clone());
-            scalar_string(&value).map(Some).ok_or_else(|| {
-                ConfigError(format!(
-                    "{origin} must be a single value, not a list or table"
-                ))
-            })
-        };
-
-        let project_dir = match get(&PROJECT_DIR)? {
-            Some(v) => absolute_path(&v, &home, &describe(&figment, &PROJECT_DIR, &v))?,
-            None => home.join("Projects/sound-machine"),
-        };
-        let data_dir = match get(&DATA_DIR)? {
-            Some(v) => absolute_path(&v, &home, &describe(&figment, &DATA_DIR, &v))?,
-            None => project_dir.join("cloud-data"),
-        };
-        let backup_dir = match get(&DIR)? {
-            Some(v) => absolute_path(&v, &home, &describe(&figment, &DIR, &v))?,
-            None => home.join("backups/mss"),
-        };
-        let retention = match get(&RETENTION)? {
-            Some(v) => parse_retention(&v, &describe(&figment, &RETENTION, &v))?,
-            None => DEFAULT_RETENTION,
-        };
-        Ok(Settings {
-            project_dir,
-            data_dir,
-            backup_dir,
-            retention,
-            origins,
+        let mut settings = Settings {
+            project_dir: PathBuf::new(),
+            data_dir: PathBuf::new(),
+            backup_dir: PathBuf::new(),
+            retention: DEFAULT_RETENTION,
+            home,
             file,
-        })
+            figment,
+        };
+        settings.project_dir = settings
+            .path("project_dir")?
+            .unwrap_or_else(|| settings.home.join("Projects/sound-machine"));
+        settings.data_dir = settings
+            .path("data_dir")?
+            .unwrap_or_else(|| settings.project_dir.join("cloud-data"));
+        settings.backup_dir = settings
+            .path("dir")?
+            .unwrap_or_else(|| settings.home.join("backups/mss"));
+        settings.retention = settings.count("retention")?.unwrap_or(DEFAULT_RETENTION);
+        Ok(settings)
+    }
+
+    /// A setting by key (`retention`, `usb_path`), exactly as written.
+    pub fn raw(&self, key: &str) -> Result<Option<Raw>, ConfigError> {
+        let Ok(value) = self.figment.find_value(key) else {
+            return Ok(None);
+        };
+        let var = var_name(key);
+        let flag = FLAGS.iter().find(|(k, _)| *k == key).map(|(_, f)| *f);
+        let metadata = self.figment.find_metadata(key);
+        let name = metadata.map(|m| m.name.to_string());
+        let file = metadata
+            .and_then(|m| m.source.as_ref())
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "the config file".to_string());
+        let origin = match name.as_deref() {
+            Some(ENV_NAME) => var.clone(),
+            Some(FLAGS_NAME) => flag.unwrap_or(key).to_string(),
+            _ => format!("{key} in {file}"),
+        };
+        let value = scalar_string(&value).ok_or_else(|| {
+            ConfigError(format!(
+                "{origin} must be a single value, not a list or table"
+            ))
+        })?;
+        let what = match name.as_deref() {
+            Some(ENV_NAME) => format!("{var}={value}"),
+            Some(FLAGS_NAME) => format!("{} {value}", flag.unwrap_or(key)),
+            _ => format!("{key} = {value:?} in {file}"),
+        };
+        Ok(Some(Raw {
+            value,
+            origin,
+            what,
+        }))
     }
 
     /// Where a setting's value came from, in words (`MSS_BACKUP_DIR`,
     /// `dir in /home/mss/.config/mss-backup/config.toml`, `--retention`,
     /// `default`).
-    pub fn origin(&self, key: &str) -> &str {
-        self.origins
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or("default")
+    pub fn origin(&self, key: &str) -> String {
+        match self.raw(key) {
+            Ok(Some(raw)) => raw.origin,
+            _ => "default".to_string(),
+        }
+    }
+
+    /// A non-empty string setting, exactly as written.
+    pub fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.raw(key)? {
+            Some(raw) if raw.value.is_empty() => Err(ConfigError(format!(
+                "{} is empty (set a value, or unset it)",
+                raw.origin
+            ))),
+            Some(raw) => Ok(Some(raw.value)),
+            None => Ok(None),
+        }
+    }
+
+    /// An absolute path setting (`~/` is expanded).
+    pub fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        self.raw(key)?
+            .map(|raw| absolute_path(&raw.value, &self.home, &raw.what))
+            .transpose()
+    }
+
+    /// A count of backups to keep (at least 1).
+    pub fn count(&self, key: &str) -> Result<Option<usize>, ConfigError> {
+        self.raw(key)?
+            .map(|raw| parse_retention(&raw.value, &raw.what))
+            .transpose()
+    }
+
+    /// A yes/no setting: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+    pub fn flag(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        self.raw(key)?
+            .map(|raw| match raw.value.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError(format!(
+                    "{} is not valid: use true or false",
+                    raw.what
+                ))),
+            })
+            .transpose()
     }
 }
 
@@ -201,31 +248,6 @@ fn absolute_path(value: &str, home: &Path, what: &str) -> Result<PathBuf, Config
             "{what} is not valid: it must be an absolute path (like /home/mss/backups/mss)"
         )))
     }
-}
-
-/// `MSS_BACKUP_RETENTION=0` or `retention = 0 in FILE`, for messages.
-fn describe(figment: &Figment, key: &Key, value: &str) -> String {
-    match figment.find_metadata(key.key).map(|m| &m.name) {
-        Some(name) if name == ENV_NAME => format!("{}={value}", key.var),
-        Some(name) if name == FLAGS_NAME => format!("{} {value}", key.flag),
-        _ => format!("{} = {value:?} in {}", key.key, file_of(figment, key)),
-    }
-}
-
-fn origin_of(figment: &Figment, key: &Key) -> String {
-    match figment.find_metadata(key.key).map(|m| &m.name) {
-        Some(name) if name == ENV_NAME => key.var.to_string(),
-        Some(name) if name == FLAGS_NAME => key.flag.to_string(),
-        _ => format!("{} in {}", key.key, file_of(figment, key)),
-    }
-}
-
-fn file_of(figment: &Figment, key: &Key) -> String {
-    figment
-        .find_metadata(key.key)
-        .and_then(|m| m.source.as_ref())
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| "the config file".to_string())
 }
 
 /// A scalar config value as the string the operator wrote.
@@ -288,5 +310,60 @@ impl Provider for Layer {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut env: Env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.insert("HOME".into(), "/home/mss".into());
+        Settings::load(&env, &Overrides::new(), None)
+    }
+
+    #[test]
+    fn values_load_exactly_as_written() {
+        let s = load(&[
+            ("MSS_BACKUP_S3_BUCKET", "0123"),
+            ("MSS_BACKUP_USB_LABEL", "true"),
+            ("MSS_BACKUP_S3_SECRET_ACCESS_KEY", "1e10"),
+        ])
+        .unwrap();
+        assert_eq!(s.string("s3_bucket").unwrap().as_deref(), Some("0123"));
+        assert_eq!(s.string("usb_label").unwrap().as_deref(), Some("true"));
+        assert_eq!(
+            s.string("s3_secret_access_key").unwrap().as_deref(),
+            Some("1e10")
+        );
+        assert_eq!(s.backup_dir, PathBuf::from("/home/mss/backups/mss"));
+        assert_eq!(
+            s.data_dir,
+            PathBuf::from("/home/mss/Projects/sound-machine/cloud-data")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = load(&[("MSS_BACKUP_USB_RETENTION", "0")])
+            .unwrap()
+            .count("usb_retention")
+            .unwrap_err();
+        assert!(
+            err.0.starts_with("MSS_BACKUP_USB_RETENTION=0 is not valid"),
+            "{err}"
+        );
+        let err = load(&[("MSS_BACKUP_S3_USE_INSTANCE_METADATA", "maybe")])
+            .unwrap()
+            .flag("s3_use_instance_metadata")
+            .unwrap_err();
+        assert!(
+            err.0.contains("MSS_BACKUP_S3_USE_INSTANCE_METADATA=maybe"),
+            "{err}"
+        );
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod config;
 mod logging;
+mod targets;
 
 use std::process::ExitCode;
 
