@@ -6,8 +6,12 @@
 //!   checks formatting and lints, runs every test of the workspace.
 //! - `bench`: speed and memory against the standard tools (see bench.rs).
 
+mod services;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+use services::Service;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,33 +62,62 @@ fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
+/// Starts every service the tests need, on loopback, each in its own
+/// directory under `work`. The caller stops them.
+fn start_services(work: &Path) -> Result<Vec<Box<dyn Service>>, String> {
+    services::ensure_packages(&["tar", "gzip", "coreutils"])?;
+    let mut started: Vec<Box<dyn Service>> = Vec::new();
+    eprintln!("xtask: mounting the USB test filesystems");
+    started.push(Box::new(services::Mounts::start(work)?));
+    eprintln!("xtask: starting sshd on 127.0.0.1");
+    started.push(Box::new(services::Sshd::start(work)?));
+    eprintln!("xtask: starting a Ceph RADOS gateway (S3) on 127.0.0.1");
+    started.push(Box::new(services::Rgw::start(work)?));
+    Ok(started)
+}
+
 fn test(extra: &[String]) -> Result<(), String> {
-    let envs: Vec<(String, String)> = Vec::new();
-    run("cargo", &["fmt", "--all", "--", "--check"], &envs)?;
-    run(
-        "cargo",
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &envs,
-    )?;
+    run("cargo", &["fmt", "--all", "--", "--check"], &[])?;
+    let clippy = [
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ];
+    run("cargo", &clippy, &[])?;
+    let work = std::env::temp_dir().join(format!("mss-xtask-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let mut services = match start_services(&work) {
+        Ok(services) => services,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
+    };
+    let envs: Vec<(String, String)> = services.iter().flat_map(|s| s.env()).collect();
+    let result = run_tests(extra, &envs);
+    for service in services.iter_mut().rev() {
+        service.stop();
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// nextest when installed (one process per test, clearer output), else
+/// cargo test.
+fn run_tests(extra: &[String], envs: &[(String, String)]) -> Result<(), String> {
     let extra: Vec<&str> = extra
         .iter()
         .map(String::as_str)
         .filter(|a| *a != "--")
         .collect();
-    if has_nextest() {
-        let mut args = vec!["nextest", "run", "--workspace", "--no-fail-fast"];
-        args.extend(&extra);
-        run("cargo", &args, &envs)
+    let mut args = if has_nextest() {
+        vec!["nextest", "run", "--workspace", "--no-fail-fast"]
     } else {
-        let mut args = vec!["test", "--workspace", "--no-fail-fast"];
-        args.extend(&extra);
-        run("cargo", &args, &envs)
-    }
+        vec!["test", "--workspace", "--no-fail-fast"]
+    };
+    args.extend(&extra);
+    run("cargo", &args, envs)
 }

@@ -324,7 +324,9 @@ impl Rgw {
     )]
     pub fn restart_gateway(&mut self) -> Result<(), String> {
         if let Some(mut old) = self.gateway.take() {
-            signal(old.id(), "CONT");
+            if matches!(old.try_wait(), Ok(None)) {
+                signal(old.id(), "CONT");
+            }
             if answers_soon(&mut old, self.port) {
                 self.gateway = Some(old);
                 return Ok(());
@@ -483,6 +485,8 @@ fn answers_soon(child: &mut Child, port: u16) -> bool {
 fn ceph_conf(dir: &Path, fsid: &str, mon_port: u16, rgw_port: u16) -> String {
     let d = dir.display();
     // Notes on the less obvious lines:
+    // - public and cluster addr: without the latter the OSD's cluster and
+    //   heartbeat ports listen on all interfaces.
     // - auth none: no keyrings to make; the S3 signatures are still checked.
     // - "crc secure" client modes: without them radosgw hangs for 300 s.
     // - memstore: the OSD keeps objects in RAM, no disk or block device.
@@ -497,6 +501,7 @@ fsid = {fsid}
 mon host = v2:127.0.0.1:{mon_port}
 mon initial members = a
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 ms bind ipv6 = false
 auth cluster required = none
 auth service required = none
@@ -554,8 +559,11 @@ impl Service for Rgw {
         for (child, name) in children {
             if let Some(mut child) = child {
                 // A test may have SIGSTOPped the gateway: wake it so it can
-                // act on SIGTERM.
-                signal(child.id(), "CONT");
+                // act on SIGTERM. (Only while unreaped: a reaped PID may
+                // already belong to someone else.)
+                if matches!(child.try_wait(), Ok(None)) {
+                    signal(child.id(), "CONT");
+                }
                 stop_child(&mut child, name);
             }
         }
@@ -584,6 +592,8 @@ pub struct Mounts {
     plain: PathBuf,
     tmpfs_mounted: bool,
     vfat_mounted: bool,
+    /// How the FAT image got mounted: "kernel" or "fuse".
+    vfat_kind: &'static str,
     /// The fusefat process when the kernel could not mount FAT itself.
     fuse: Option<Child>,
     stopped: bool,
@@ -602,6 +612,7 @@ impl Mounts {
             dir,
             tmpfs_mounted: false,
             vfat_mounted: false,
+            vfat_kind: "kernel",
             fuse: None,
             stopped: false,
         };
@@ -648,6 +659,7 @@ impl Mounts {
         cmd.args(["-f", "-o", "rw+"]).arg(image).arg(&self.vfat);
         let fuse = self.fuse.insert(spawn_logged(&mut cmd, &log)?);
         self.vfat_mounted = true;
+        self.vfat_kind = "fuse";
         let deadline = Instant::now() + Duration::from_secs(10);
         while !is_mount_point(&self.vfat) {
             check_alive(fuse, &log, "fusefat")?;
@@ -662,14 +674,6 @@ impl Mounts {
             thread::sleep(Duration::from_millis(100));
         }
         Ok(())
-    }
-
-    fn vfat_kind(&self) -> &'static str {
-        if self.fuse.is_some() {
-            "fuse"
-        } else {
-            "kernel"
-        }
     }
 }
 
@@ -707,7 +711,7 @@ impl Service for Mounts {
             var("MSS_TEST_USB_TMPFS", self.tmpfs.display().to_string()),
             var("MSS_TEST_USB_VFAT", self.vfat.display().to_string()),
             var("MSS_TEST_USB_PLAIN_DIR", self.plain.display().to_string()),
-            var("MSS_TEST_USB_KIND_VFAT", self.vfat_kind()),
+            var("MSS_TEST_USB_KIND_VFAT", self.vfat_kind),
         ]
     }
 
