@@ -4,8 +4,10 @@
 //!
 //! - `test`: the README's test command. Installs what the tests need,
 //!   checks formatting and lints, runs every test of the workspace.
+//! - `faults`: the long variants of the fault matrix (tests/faults.rs).
 //! - `bench`: speed and memory against the standard tools (see bench.rs).
 
+mod bench;
 mod services;
 
 use std::path::{Path, PathBuf};
@@ -17,8 +19,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
+        Some("faults") => faults(&args[1..]),
         _ => Err(
-            "usage: cargo xtask test [-- NEXTEST ARGS]\n  test   install and start what the tests need, check fmt and clippy, run every test"
+            "usage: cargo xtask test [-- NEXTEST ARGS] | faults | bench [--size-mib N] [--rounds N]\n  test   install and start what the tests need, check fmt and clippy, run every test\n  faults the long variants of the fault matrix (tests/faults.rs)\n  bench  time and measure a backup against tar, igzip and pigz on the same data"
                 .to_string(),
         ),
     };
@@ -65,7 +69,19 @@ fn has_nextest() -> bool {
 /// Starts every service the tests need, on loopback, each in its own
 /// directory under `work`. The caller stops them.
 fn start_services(work: &Path) -> Result<Vec<Box<dyn Service>>, String> {
-    services::ensure_packages(&["tar", "gzip", "coreutils"])?;
+    // The tools the tests run beside our binary: GNU tar, gzip and sha256sum
+    // read the archives, script gives a terminal, man checks the man page,
+    // systemd-analyze checks the timer units, setpriv runs as another user.
+    services::ensure_packages(&[
+        "tar",
+        "gzip",
+        "coreutils",
+        "bsdutils",
+        "man-db",
+        "systemd",
+        "util-linux",
+    ])?;
+    services::ensure_packages(FAULT_TOOLS)?;
     let mut started: Vec<Box<dyn Service>> = Vec::new();
     eprintln!("xtask: mounting the USB test filesystems");
     started.push(Box::new(services::Mounts::start(work)?));
@@ -103,6 +119,32 @@ fn test(extra: &[String]) -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&work);
     result
+}
+
+/// What tests/faults.rs runs beside our binary: strace kills at exact
+/// system calls, faketime fixes the clock, setpriv runs as nobody, mount
+/// makes small disks.
+const FAULT_TOOLS: &[&str] = &["strace", "faketime", "util-linux", "mount", "tar", "gzip"];
+
+/// `cargo xtask faults`: the fault matrix's long variants (more kill
+/// points, 20 backups under the database writer, more hostile archives),
+/// which the normal test run keeps short. `MSS_FAULTS_SEED=N` replays a run.
+fn faults(extra: &[String]) -> Result<(), String> {
+    services::ensure_packages(FAULT_TOOLS)?;
+    let mut args = vec!["nextest", "run", "-p", "mss-backup", "--no-fail-fast"];
+    args.extend([
+        "-E",
+        "test(faults::)",
+        "--run-ignored",
+        "all",
+        "--no-capture",
+    ]);
+    args.extend(extra.iter().map(String::as_str).filter(|a| *a != "--"));
+    run(
+        "cargo",
+        &args,
+        &[("MSS_FAULTS_LONG".to_string(), "1".to_string())],
+    )
 }
 
 /// nextest when installed (one process per test, clearer output), else

@@ -1,0 +1,339 @@
+//! `cargo xtask bench`: how fast and how lean a backup is, as ratios
+//! against the standard tools on the same data in the same run. Commands
+//! run interleaved (A B C A B C ...) so a busy machine slows all of them
+//! alike; the median of each is reported. Wall time, CPU (user + system)
+//! and peak RSS come from the kernel (`wait4`), sizes from the outputs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::{run, workspace_root};
+
+struct Options {
+    size_mib: u64,
+    rounds: usize,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        size_mib: 400,
+        rounds: 3,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(format!("{name} takes a number"))
+        };
+        match arg.as_str() {
+            "--size-mib" => options.size_mib = value("--size-mib")?,
+            "--rounds" => options.rounds = value("--rounds")?.max(1) as usize,
+            other => {
+                return Err(format!(
+                    "unknown bench option {other} (use --size-mib N, --rounds N)"
+                ));
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// One measured run of a command.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall: f64,
+    cpu: f64,
+    rss_kib: u64,
+    size: u64,
+}
+
+/// A command under test and how to find its output.
+struct Case {
+    label: &'static str,
+    shell: String,
+    env: Vec<(String, String)>,
+    /// The file the command writes (its size is reported); removed first.
+    output: Option<PathBuf>,
+    samples: Vec<Sample>,
+}
+
+pub fn bench(args: &[String]) -> Result<(), String> {
+    let options = parse(args)?;
+    // The reference tools: GNU tar and gzip, ISA-L's igzip, pigz.
+    crate::services::ensure_packages(&["tar", "gzip", "isal", "pigz"])?;
+    run(
+        "cargo",
+        &["build", "--release", "--quiet", "-p", "mss-backup"],
+        &[],
+    )?;
+    let root = workspace_root();
+    let bin = root.join("target/release/mss-backup");
+    let data = dataset(&bin, &root, options.size_mib)?;
+    let work = root.join("target/bench-work");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let has = |tool: &str| which(tool);
+    let d = data.display();
+    let w = work.display();
+    let b = bin.display();
+    let ours_dir = work.join("ours");
+    let ours_env = vec![
+        ("HOME".to_string(), work.display().to_string()),
+        (
+            "MSS_BACKUP_DATA_DIR".to_string(),
+            data.display().to_string(),
+        ),
+        ("MSS_BACKUP_DIR".to_string(), ours_dir.display().to_string()),
+        ("MSS_BACKUP_RETENTION".to_string(), "1".to_string()),
+    ];
+    let mut backup = vec![Case {
+        label: "mss-backup",
+        shell: format!("rm -rf {w}/ours && {b} 2>/dev/null"),
+        env: ours_env.clone(),
+        output: None,
+        samples: Vec::new(),
+    }];
+    backup.push(Case {
+        label: "tar -czf",
+        shell: format!("tar -czf {w}/tar-czf.tar.gz -C {d} ."),
+        env: Vec::new(),
+        output: Some(work.join("tar-czf.tar.gz")),
+        samples: Vec::new(),
+    });
+    if has("igzip") {
+        backup.push(Case {
+            label: "tar -cf - | igzip -2 -T 2",
+            shell: format!("tar -cf - -C {d} . | igzip -2 -T 2 > {w}/igzip.tar.gz"),
+            env: Vec::new(),
+            output: Some(work.join("igzip.tar.gz")),
+            samples: Vec::new(),
+        });
+    }
+    if has("pigz") {
+        backup.push(Case {
+            label: "tar -I 'pigz -1'",
+            shell: format!("tar -I 'pigz -1' -cf {w}/pigz.tar.gz -C {d} ."),
+            env: Vec::new(),
+            output: Some(work.join("pigz.tar.gz")),
+            samples: Vec::new(),
+        });
+    }
+    eprintln!(
+        "xtask: {} rounds on {} MiB of audio ({})",
+        options.rounds,
+        options.size_mib,
+        data.display()
+    );
+    measure_rounds(&mut backup, options.rounds)?;
+    let archive = fs::read_link(ours_dir.join("archive/mss-backup-latest.tar.gz"))
+        .map(|name| ours_dir.join("archive").join(name))
+        .map_err(|e| format!("mss-backup made no archive: {e}"))?;
+    let ours_size = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+    for s in &mut backup[0].samples {
+        s.size = ours_size;
+    }
+
+    let a = archive.display();
+    let mut read = vec![Case {
+        label: "mss-backup verify",
+        shell: format!("{b} verify {a} >/dev/null"),
+        env: ours_env.clone(),
+        output: None,
+        samples: Vec::new(),
+    }];
+    read.push(Case {
+        label: "tar -xzOf (gzip)",
+        shell: format!("tar -xzOf {a} >/dev/null"),
+        env: Vec::new(),
+        output: None,
+        samples: Vec::new(),
+    });
+    if has("igzip") {
+        read.push(Case {
+            label: "tar -I igzip -xOf",
+            shell: format!("tar -I igzip -xOf {a} >/dev/null"),
+            env: Vec::new(),
+            output: None,
+            samples: Vec::new(),
+        });
+    }
+    let restore_dir = work.join("restore");
+    read.push(Case {
+        label: "tar -xzf ... data/sound_machine.db",
+        shell: format!(
+            "rm -rf {r} && mkdir -p {r} && tar -xzf {a} -C {r} data/sound_machine.db",
+            r = restore_dir.display()
+        ),
+        env: Vec::new(),
+        output: None,
+        samples: Vec::new(),
+    });
+    measure_rounds(&mut read, options.rounds)?;
+
+    println!();
+    println!(
+        "data: {} ({} MiB of audio, {} bytes in all)",
+        data.display(),
+        options.size_mib,
+        dir_bytes(&data)
+    );
+    report("backup", &backup);
+    report("read back", &read);
+    Ok(())
+}
+
+fn measure_rounds(cases: &mut [Case], rounds: usize) -> Result<(), String> {
+    for round in 0..rounds {
+        for case in cases.iter_mut() {
+            if let Some(out) = &case.output {
+                let _ = fs::remove_file(out);
+            }
+            let mut sample = measure(&case.shell, &case.env)?;
+            if let Some(out) = &case.output {
+                sample.size = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+            }
+            eprintln!(
+                "xtask: round {} {:<36} {:>7.2}s wall {:>7.2}s cpu {:>7} KiB",
+                round + 1,
+                case.label,
+                sample.wall,
+                sample.cpu,
+                sample.rss_kib
+            );
+            case.samples.push(sample);
+        }
+    }
+    Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn report(title: &str, cases: &[Case]) {
+    let Some(ours) = cases.first() else { return };
+    let base_wall = median(ours.samples.iter().map(|s| s.wall));
+    let base_size = median(ours.samples.iter().map(|s| s.size as f64));
+    println!();
+    println!("{title} (median of {} rounds)", ours.samples.len());
+    println!(
+        "{:<36} {:>9} {:>9} {:>10} {:>13} {:>11} {:>11}",
+        "command",
+        "wall s",
+        "cpu s",
+        "peak RSS",
+        "output bytes",
+        "ours/this wall",
+        "ours/this size"
+    );
+    for case in cases {
+        let wall = median(case.samples.iter().map(|s| s.wall));
+        let cpu = median(case.samples.iter().map(|s| s.cpu));
+        let rss = median(case.samples.iter().map(|s| s.rss_kib as f64));
+        let size = median(case.samples.iter().map(|s| s.size as f64));
+        let size_ratio = if size > 0.0 && base_size > 0.0 {
+            format!("{:.3}", base_size / size)
+        } else {
+            "-".to_string()
+        };
+        println!(
+            "{:<36} {:>9.2} {:>9.2} {:>7.1} MiB {:>13} {:>11.3} {:>11}",
+            case.label,
+            wall,
+            cpu,
+            rss / 1024.0,
+            size as u64,
+            base_wall / wall.max(1e-9),
+            size_ratio
+        );
+    }
+}
+
+/// Runs `sh -c shell` and reads its wall time, CPU time and peak RSS
+/// (the largest of the shell and the processes it waited for).
+fn measure(shell: &str, env: &[(String, String)]) -> Result<Sample, String> {
+    let started = Instant::now();
+    let child = Command::new("sh")
+        .args(["-c", shell])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .spawn()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own unwaited child; status and usage are valid
+    // pointers. std's Child is never waited on afterwards.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed().as_secs_f64();
+    if rc != pid {
+        return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("`{shell}` failed (status {status})"));
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Sample {
+        wall,
+        cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
+        rss_kib: usage.ru_maxrss as u64,
+        size: 0,
+    })
+}
+
+/// The generated data set, cached under target/bench-data by size.
+fn dataset(bin: &Path, root: &Path, size_mib: u64) -> Result<PathBuf, String> {
+    let dir = root.join(format!("target/bench-data/{size_mib}mib"));
+    let data = dir.join("cloud-data");
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return Ok(data);
+    }
+    let _ = fs::remove_dir_all(&dir);
+    eprintln!(
+        "xtask: generating a {size_mib} MiB data set in {}",
+        data.display()
+    );
+    let status = Command::new(bin)
+        .args([
+            "sample-data",
+            &data.display().to_string(),
+            "--audio-mib",
+            &size_mib.to_string(),
+            "--seed",
+            "2026",
+        ])
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if !status.success() {
+        return Err("generating the data set failed".to_string());
+    }
+    fs::write(&marker, b"").map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+    Ok(data)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+                    _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
