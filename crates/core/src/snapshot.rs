@@ -112,12 +112,61 @@ pub fn snapshot(
     Ok(facts)
 }
 
-/// Runs `PRAGMA integrity_check` on the database file at `path` (opened
-/// read-only) and reads its facts.
+/// Runs `PRAGMA integrity_check` on the database file at `path` and reads
+/// its facts. The file is opened `immutable`: a copy that nobody writes,
+/// checked without locks and without SQLite creating `-wal`/`-shm` files
+/// beside it (a plain read-only open of a WAL-mode copy leaves both behind,
+/// and a restore must never put stale ones next to a database).
 pub fn check_file(path: &Path) -> Result<DbFacts, String> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
+    let uri = format!("file:{}?immutable=1", uri_path(path));
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(uri, flags).map_err(|e| e.to_string())?;
     check(&conn)
+}
+
+/// Opens the live database as a backup does (read-only, no checkpoint on
+/// close: nothing is written) and runs `PRAGMA quick_check`, the cheap
+/// form of `integrity_check`: whether the database is there, readable and
+/// sound enough to back up. For `mss-backup doctor`.
+pub fn quick_check_live(live: &Path) -> Result<DbFacts, String> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(live, flags).map_err(|e| e.to_string())?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let verdict: Vec<String> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(|e| e.to_string())?;
+    if verdict != ["ok"] {
+        return Err(verdict.join("; "));
+    }
+    facts(&conn)
+}
+
+/// `path` escaped for an SQLite `file:` URI (`?`, `#` and `%` would end or
+/// change the path).
+fn uri_path(path: &Path) -> String {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(String::new(), |mut out, &b| {
+            if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+                out.push(b as char);
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+            out
+        })
 }
 
 fn check(conn: &Connection) -> Result<DbFacts, String> {
@@ -131,6 +180,10 @@ fn check(conn: &Connection) -> Result<DbFacts, String> {
     if verdict != ["ok"] {
         return Err(verdict.join("; "));
     }
+    facts(conn)
+}
+
+fn facts(conn: &Connection) -> Result<DbFacts, String> {
     let pragma = |name: &str| -> Result<i64, String> {
         conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
             .map_err(|e| e.to_string())
@@ -145,6 +198,31 @@ fn check(conn: &Connection) -> Result<DbFacts, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checking_a_file_leaves_nothing_beside_it_whatever_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live.db");
+        let writer = Connection::open(&live).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let sub = dir.path().join("odd ?#% name");
+        std::fs::create_dir(&sub).unwrap();
+        let copy = sub.join("copy.db");
+        snapshot(&live, &copy, Duration::from_secs(5)).unwrap();
+        let facts = check_file(&copy).unwrap();
+        assert_eq!(facts.page_count, 2);
+        let names: Vec<_> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["copy.db"],
+            "no -wal or -shm beside the checked copy"
+        );
+    }
 
     #[test]
     fn copies_a_wal_database_without_touching_it() {

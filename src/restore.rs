@@ -1,0 +1,699 @@
+//! `mss-backup restore db|sounds|all`: the seed's restore runbooks as one
+//! command that cannot make things worse. Core verifies and stages the
+//! archive, swaps it in and keeps the safety net; this module does the
+//! parts that belong to the operator's machine: asking before anything is
+//! touched, stopping and starting MSS with the configured commands (run by
+//! `sh -c` in the project dir), polling MSS's health URL, and telling the
+//! operator, on screen and in `backup.log`, what was restored from which
+//! backup and where the safety net is.
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::Local;
+use mss_backup_core::ArtifactName;
+use mss_backup_core::lock::{self, LockError};
+use mss_backup_core::restore::{self, Mode, RestorePlan, Staged, SwapError, Swapped};
+
+use crate::cli::RestoreWhat;
+use crate::commands::{human_bytes, parse_duration, resolve_archive};
+use crate::config::{ConfigError, Settings};
+use crate::{EXIT_FAILED, EXIT_LOCKED};
+
+/// Stops MSS before the swap (`MSS_BACKUP_STOP_CMD`).
+pub const DEFAULT_STOP_CMD: &str = "docker compose down";
+/// Starts MSS after it (`MSS_BACKUP_START_CMD`).
+pub const DEFAULT_START_CMD: &str = "docker compose up -d";
+/// Must answer 2xx once MSS is back (`MSS_BACKUP_HEALTH_URL`).
+pub const DEFAULT_HEALTH_URL: &str = "http://localhost:8080/api/trackpacks";
+/// How long MSS gets to answer (`MSS_BACKUP_HEALTH_TIMEOUT`).
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The command line of one restore.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// `latest`, a name in the archive dir, or a path.
+    pub from: String,
+    pub dry_run: bool,
+    pub yes: bool,
+    pub no_stop: bool,
+}
+
+impl RestoreWhat {
+    pub fn mode(self) -> Mode {
+        match self {
+            RestoreWhat::Db => Mode::Db,
+            RestoreWhat::Sounds => Mode::Sounds,
+            RestoreWhat::All => Mode::All,
+        }
+    }
+}
+
+/// How MSS is stopped, started and checked.
+#[derive(Debug, Clone)]
+struct Service {
+    stop: String,
+    start: String,
+    health: HealthUrl,
+    health_timeout: Duration,
+}
+
+impl Service {
+    fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let health_text = settings
+            .string("health_url")?
+            .unwrap_or_else(|| DEFAULT_HEALTH_URL.to_string());
+        let health = HealthUrl::parse(&health_text).map_err(|reason| {
+            let what = settings
+                .raw("health_url")
+                .ok()
+                .flatten()
+                .map(|raw| raw.what)
+                .unwrap_or_else(|| format!("MSS_BACKUP_HEALTH_URL={health_text}"));
+            ConfigError(format!("{what} is not valid: {reason}"))
+        })?;
+        let health_timeout = match settings.raw("health_timeout")? {
+            None => DEFAULT_HEALTH_TIMEOUT,
+            Some(raw) => {
+                let value = raw.value.trim();
+                let parsed = if value.bytes().all(|b| b.is_ascii_digit()) {
+                    value.parse().ok().map(Duration::from_secs)
+                } else {
+                    parse_duration(value)
+                };
+                parsed.filter(|d| !d.is_zero()).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{} is not valid: use seconds or a number with a unit, like 120, 90s or 3m",
+                        raw.what
+                    ))
+                })?
+            }
+        };
+        Ok(Self {
+            stop: settings
+                .string("stop_cmd")?
+                .unwrap_or_else(|| DEFAULT_STOP_CMD.to_string()),
+            start: settings
+                .string("start_cmd")?
+                .unwrap_or_else(|| DEFAULT_START_CMD.to_string()),
+            health,
+            health_timeout,
+        })
+    }
+}
+
+/// `--from s3:NAME` (or `usb:`, `rsync:`; NAME may be `latest`): the
+/// target and the name, or `None` for a local archive.
+fn offsite_source(from: &str) -> Result<Option<(&str, &str)>> {
+    match from.split_once(':') {
+        Some((kind @ ("s3" | "usb" | "rsync"), name)) if !name.is_empty() => Ok(Some((kind, name))),
+        Some(("s3" | "usb" | "rsync", _)) => Err(ConfigError(format!(
+            "--from {from} names no backup (use {from}latest or {from}mss-backup-YYYY-MM-DD_HHMMSS.tar.gz)"
+        ))
+        .into()),
+        _ => Ok(None),
+    }
+}
+
+/// Brings a backup from an offsite target into the local archive dir
+/// (through a partial file, checked against its sidecar by the target), or
+/// uses the local copy when the same backup is already there.
+fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
+    let enabled = match kind {
+        "s3" => crate::targets::s3(settings)?,
+        "usb" => crate::targets::usb(settings)?,
+        _ => crate::targets::rsync(settings)?,
+    };
+    let variable = match kind {
+        "s3" => "MSS_BACKUP_S3_BUCKET",
+        "usb" => "MSS_BACKUP_USB_PATH",
+        _ => "MSS_BACKUP_RSYNC_DEST",
+    };
+    let Some(enabled) = enabled else {
+        return Err(ConfigError(format!(
+            "--from {kind}:{name} needs the {kind} target: {variable} is not set"
+        ))
+        .into());
+    };
+    let target = enabled.destination.target;
+    target.preflight()?;
+    let names = target.list()?;
+    let wanted = if name == "latest" {
+        names.iter().max().cloned()
+    } else {
+        ArtifactName::parse(name).filter(|n| names.contains(n))
+    };
+    let Some(wanted) = wanted else {
+        bail!(
+            "no backup named {name} on {} (see `mss-backup list --target {kind}`)",
+            target.name()
+        );
+    };
+    let archive_dir = mss_backup_core::backup::archive_dir(&settings.backup_dir);
+    let local_copy = archive_dir.join(wanted.file_name());
+    if local_copy.is_file() && archive_dir.join(wanted.sidecar_name()).is_file() {
+        eprintln!(
+            "{} is already in {}; restoring from that copy",
+            wanted,
+            archive_dir.display()
+        );
+        return Ok(local_copy);
+    }
+    mss_backup_core::durable::create_private_dir(&archive_dir)
+        .with_context(|| format!("cannot create {}", archive_dir.display()))?;
+    eprintln!("Downloading {wanted} from {} ...", target.name());
+    let path = target.get(&wanted, &archive_dir)?;
+    tracing::info!(target = target.name(), archive = %path.display(), "fetched for restore");
+    Ok(path)
+}
+
+/// Runs one restore; see the module docs for the order of work.
+pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
+    let service = Service::from_settings(settings)?;
+    let uses_service = !opts.no_stop && !opts.dry_run;
+    if uses_service && !settings.project_dir.is_dir() {
+        return Err(ConfigError(format!(
+            "MSS project dir {} not found: the stop and start commands run there (set MSS_BACKUP_PROJECT_DIR, or stop MSS yourself and pass --no-stop)",
+            settings.project_dir.display()
+        ))
+        .into());
+    }
+    let offsite = offsite_source(&opts.from)?;
+    let local_archive = if opts.from == "latest" {
+        resolve_archive(settings, None)
+    } else {
+        resolve_archive(settings, Some(&opts.from))
+    };
+    if offsite.is_none() && !local_archive.exists() {
+        bail!(
+            "Archive {} not found (run `mss-backup list` to see the backups)",
+            local_archive.display()
+        );
+    }
+    if !opts.dry_run && !opts.yes && !io::stdin().is_terminal() {
+        eprintln!(
+            "Refusing to restore without confirmation: there is no terminal to ask on (add --yes to confirm, or --dry-run to only check); nothing was changed"
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+
+    crate::commands::check_backup_dir_owner(settings)?;
+    crate::logging::to_backup_log(&settings.backup_dir)
+        .with_context(|| format!("cannot open the log in {}", settings.backup_dir.display()))?;
+    let _lock = match lock::acquire(&settings.backup_dir) {
+        Ok(lock) => lock,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_LOCKED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Fetched under the lock, so no backup's retention can prune the copy
+    // between download and restore.
+    let archive = match offsite {
+        Some((kind, name)) => match fetch(settings, kind, name) {
+            Ok(path) => path,
+            Err(e) if e.downcast_ref::<ConfigError>().is_some() => return Err(e),
+            Err(e) => {
+                tracing::error!("restore failed: {e:#}");
+                eprintln!("Restore FAILED: {e:#}");
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        },
+        None => local_archive,
+    };
+    tracing::info!(
+        mode = opts.mode.word(),
+        archive = %archive.display(),
+        dry_run = opts.dry_run,
+        "restore started"
+    );
+    let failed = |message: String| {
+        tracing::error!("restore failed: {message}");
+        eprintln!("Restore FAILED: {message}");
+        Ok(ExitCode::from(EXIT_FAILED))
+    };
+
+    let plan = match restore::plan(&archive, opts.mode, &settings.data_dir) {
+        Ok(plan) => plan,
+        Err(e) => return failed(e.to_string()),
+    };
+    eprintln!("Verifying {} ...", plan.archive.display());
+    let progress = crate::progress::for_stderr();
+    let staged =
+        match restore::stage_with(&archive, opts.mode, &settings.data_dir, progress.as_ref()) {
+            Ok(staged) => staged,
+            Err(e) => return failed(e.to_string()),
+        };
+    print_plan(&plan, &staged, &service, opts);
+    if opts.dry_run {
+        println!("Dry run: the backup checks out and nothing was changed.");
+        tracing::info!("restore dry run finished: nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !opts.yes && !confirm(opts.mode)? {
+        eprintln!("Restore cancelled; nothing was changed.");
+        tracing::info!("restore cancelled at the prompt: nothing was changed");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+
+    if !opts.no_stop {
+        eprintln!("Stopping MSS: {}", service.stop);
+        if let Err(why) = run_hook("stop", &service.stop, &settings.project_dir) {
+            return failed(format!(
+                "the stop command `{}` {why}; nothing was changed (fix it, or stop MSS yourself and pass --no-stop)",
+                service.stop
+            ));
+        }
+    }
+
+    let swapped = match restore::swap(staged, Local::now().naive_local()) {
+        Ok(swapped) => swapped,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            if matches!(e, SwapError::RolledBack { .. }) && !opts.no_stop {
+                // The old data is back in place: bring MSS back on it.
+                eprintln!("Starting MSS again on the old data: {}", service.start);
+                if let Err(why) = run_hook("start", &service.start, &settings.project_dir) {
+                    eprintln!("MSS did not start: `{}` {why}", service.start);
+                }
+            }
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    };
+    report_swap(&plan, &swapped);
+
+    if opts.no_stop {
+        println!("MSS was not stopped or started (--no-stop): start it when you are ready.");
+        print_net_hint(&swapped);
+        tracing::info!("restore finished (MSS not restarted: --no-stop)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("Starting MSS: {}", service.start);
+    if let Err(why) = run_hook("start", &service.start, &settings.project_dir) {
+        loud(
+            &format!(
+                "MSS did not start: the start command `{}` {why}",
+                service.start
+            ),
+            &swapped,
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    eprintln!(
+        "Waiting for {} (up to {} s) ...",
+        service.health.text,
+        service.health_timeout.as_secs()
+    );
+    match poll_health(&service.health, service.health_timeout) {
+        Ok((code, waited)) => {
+            println!(
+                "MSS is up: {} answered {code} after {:.1} s.",
+                service.health.text,
+                waited.as_secs_f64()
+            );
+            tracing::info!(
+                url = %service.health.text,
+                code,
+                "restore finished: MSS answers its health check"
+            );
+            print_net_hint(&swapped);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(last) => {
+            loud(
+                &format!(
+                    "MSS did not pass its health check: {} did not answer 2xx within {} s (last: {last})",
+                    service.health.text,
+                    service.health_timeout.as_secs()
+                ),
+                &swapped,
+            );
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+fn backup_label(plan: &RestorePlan) -> String {
+    let name = plan
+        .archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match plan.backup_time {
+        Some(time) => format!("{name} (backup of {})", time.format("%Y-%m-%d %H:%M:%S")),
+        None => name,
+    }
+}
+
+fn print_plan(plan: &RestorePlan, staged: &Staged, service: &Service, opts: &Options) {
+    let mode = opts.mode;
+    println!("Restore {} ({})", mode.word(), mode.what());
+    println!(
+        "  from      {} ({})",
+        plan.archive.display(),
+        human_bytes(plan.archive_size)
+    );
+    if let Some(time) = plan.backup_time {
+        println!(
+            "  made      {}",
+            time.format("%Y-%m-%d %H:%M:%S (local time)")
+        );
+    }
+    let mut checks = vec!["sha256 matches its checksum file".to_string()];
+    if let Some(files) = staged.manifest_files {
+        checks.push(format!("{files} files match MANIFEST.sha256"));
+    }
+    if let Some(db) = &staged.db {
+        checks.push(format!(
+            "database integrity_check ok ({} pages, user_version {})",
+            db.page_count, db.user_version
+        ));
+    }
+    println!("  verified  {}", checks.join(", "));
+    println!(
+        "  restores  {} file{}, {}",
+        staged.files,
+        if staged.files == 1 { "" } else { "s" },
+        human_bytes(staged.bytes)
+    );
+    if plan.replaced.is_empty() {
+        println!("  replaces  nothing: there is nothing there now");
+    }
+    for (i, replaced) in plan.replaced.iter().enumerate() {
+        let label = if i == 0 { "replaces" } else { "" };
+        let size = if replaced.is_dir {
+            format!("{} files, {}", replaced.files, human_bytes(replaced.bytes))
+        } else {
+            human_bytes(replaced.bytes)
+        };
+        println!("  {label:<9} {} ({size})", replaced.path.display());
+    }
+    if !plan.replaced.is_empty() {
+        println!(
+            "            moved aside as the safety net (*{}<time>), never deleted",
+            restore::NET_MARK
+        );
+    }
+    for warning in &staged.warnings {
+        println!("  warning   {warning}");
+    }
+    if opts.no_stop {
+        println!("  MSS       not stopped or started (--no-stop): make sure it is stopped");
+    } else {
+        println!(
+            "  MSS       stopped with `{}`, then started with `{}`; {} must answer within {} s",
+            service.stop,
+            service.start,
+            service.health.text,
+            service.health_timeout.as_secs()
+        );
+    }
+}
+
+/// Asks on the terminal; true only for an explicit yes.
+fn confirm(mode: Mode) -> Result<bool> {
+    eprint!(
+        "Replace {} with the backup? Type yes to go on: ",
+        mode.what()
+    );
+    io::stderr().flush().ok();
+    let mut answer = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "yes" | "y"
+    ))
+}
+
+fn report_swap(plan: &RestorePlan, swapped: &Swapped) {
+    println!(
+        "Restored {} from {} into {}.",
+        plan.mode.what(),
+        backup_label(plan),
+        swapped.restored.display()
+    );
+    for warning in &swapped.warnings {
+        eprintln!("  warning: {warning}");
+    }
+    match swapped.safety_net.split_first() {
+        Some((main, rest)) => {
+            println!("Safety net: {}", main.net.display());
+            for side in rest {
+                println!("            {}", side.net.display());
+            }
+        }
+        None => println!("Safety net: none (there was nothing to replace)"),
+    }
+    tracing::info!(
+        mode = plan.mode.word(),
+        archive = %plan.archive.display(),
+        restored = %swapped.restored.display(),
+        safety_net = %swapped
+            .safety_net
+            .iter()
+            .map(|n| n.net.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        "restore swapped in"
+    );
+}
+
+fn print_net_hint(swapped: &Swapped) {
+    if swapped.safety_net.is_empty() {
+        return;
+    }
+    let paths: Vec<String> = swapped
+        .safety_net
+        .iter()
+        .map(|n| shell_quote(&n.net))
+        .collect();
+    println!(
+        "Once MSS works as it should, remove the safety net: rm -rf {}",
+        paths.join(" ")
+    );
+}
+
+/// The restore is in place but MSS is not healthy: say so on every channel,
+/// with where the old data is. No automatic rollback: the operator decides.
+fn loud(problem: &str, swapped: &Swapped) {
+    let net = match swapped.safety_net.first() {
+        Some(main) => format!(
+            "the data from before the restore is in the safety net {}",
+            main.net.display()
+        ),
+        None => "there was no data before the restore, so there is no safety net".to_string(),
+    };
+    let message = format!(
+        "{problem}. The restored data is in place at {} and was NOT rolled back; {net}.",
+        swapped.restored.display()
+    );
+    tracing::error!("{message}");
+    eprintln!("!!! {message}");
+}
+
+fn shell_quote(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:".contains(&b))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// Runs an operator command with `sh -c` in `dir`, echoing its output to
+/// stderr and the log; `Err` says how it failed.
+fn run_hook(what: &str, command: &str, dir: &Path) -> Result<(), String> {
+    tracing::info!(command, dir = %dir.display(), "restore: running the {what} command");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not be run: {e}"))?;
+    for stream in [&output.stdout, &output.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            eprintln!("  | {line}");
+            tracing::info!("{what}: {line}");
+        }
+    }
+    if output.status.success() {
+        return Ok(());
+    }
+    let status = match output.status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => "a signal".to_string(),
+    };
+    Err(format!("failed ({status})"))
+}
+
+/// A plain `http://host[:port]/path` URL: MSS's health endpoint is local,
+/// so a TCP stream and one HTTP/1.1 request do, with no HTTP library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HealthUrl {
+    text: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl HealthUrl {
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.starts_with("https://") {
+            return Err(
+                "https is not supported for the health check; use MSS's local http:// address, like http://localhost:8080/api/trackpacks".to_string(),
+            );
+        }
+        let rest = text.strip_prefix("http://").ok_or_else(|| {
+            "it must be an http:// URL, like http://localhost:8080/api/trackpacks".to_string()
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err("it must name a host, like localhost:8080 (no user name)".to_string());
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| "its IPv6 address lacks a closing ]".to_string())?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            None => 80,
+            Some(port) => port
+                .parse()
+                .map_err(|_| format!("its port {port:?} is not a number from 1 to 65535"))?,
+        };
+        Ok(Self {
+            text: text.to_string(),
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+}
+
+/// Asks `url` once a second until it answers 2xx (returns the status and
+/// how long it took) or `timeout` passes (returns the last answer or error).
+fn poll_health(url: &HealthUrl, timeout: Duration) -> Result<(u16, Duration), String> {
+    let started = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        let last = match http_get_status(
+            url,
+            left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        ) {
+            Ok(code) if (200..300).contains(&code) => return Ok((code, started.elapsed())),
+            Ok(code) => format!("HTTP {code}"),
+            Err(e) => e,
+        };
+        tracing::info!(url = %url.text, "health check: {last}");
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(last);
+        }
+        std::thread::sleep(left.min(Duration::from_secs(1)));
+    }
+}
+
+/// One `GET`; the status code of the answer.
+fn http_get_status(url: &HealthUrl, timeout: Duration) -> Result<u16, String> {
+    let addrs: Vec<_> = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+        .collect();
+    let mut last = format!("{} has no address", url.host);
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    let io_err = |e: io::Error| format!("no answer: {e}");
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let host = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mss-backup/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        url.path,
+        env!("CARGO_PKG_VERSION")
+    );
+    stream.write_all(request.as_bytes()).map_err(io_err)?;
+    // Only the status line matters.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        let n = stream.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    let mut parts = line.split_whitespace();
+    match (
+        parts.next(),
+        parts.next().and_then(|c| c.parse::<u16>().ok()),
+    ) {
+        (Some(version), Some(code)) if version.starts_with("HTTP/") => Ok(code),
+        _ => Err(format!("not an HTTP answer: {line:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_urls_parse_and_https_is_refused_with_a_reason() {
+        let url = HealthUrl::parse("http://localhost:8080/api/trackpacks").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("localhost", 8080, "/api/trackpacks")
+        );
+        let url = HealthUrl::parse("http://[::1]:9000").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("::1", 9000, "/")
+        );
+        assert_eq!(HealthUrl::parse("http://mss/").unwrap().port, 80);
+        assert!(
+            HealthUrl::parse("https://mss/")
+                .unwrap_err()
+                .contains("https")
+        );
+        assert!(HealthUrl::parse("localhost:8080").is_err());
+        assert!(HealthUrl::parse("http://mss:99999/").is_err());
+    }
+}
