@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use mss_backup_core::durable;
@@ -36,6 +37,37 @@ impl DirTarget {
         &self.dir
     }
 
+    /// Removes hidden `.mss-backup-*.partial` files that an interrupted copy
+    /// left (a stick pulled out mid-copy, a crash), and sidecars whose
+    /// archive is gone (a crash between the two deletes of [`Target::delete`]),
+    /// returning their paths. Neither is ever listed; this only tidies up.
+    pub fn remove_leftover_partials(&self) -> Result<Vec<PathBuf>, TargetError> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| self.failed(format!("listing {}", self.dir.display()), e))?;
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let partial = name.starts_with(".mss-backup-") && name.ends_with(".partial");
+            let lone_sidecar = name
+                .strip_suffix(mss_backup_core::name::SIDECAR_SUFFIX)
+                .is_some_and(|archive| {
+                    ArtifactName::parse(archive).is_some()
+                        && fs::symlink_metadata(self.dir.join(archive)).is_err()
+                });
+            if !(partial || lone_sidecar) {
+                continue;
+            }
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.failed(format!("removing {}", path.display()), e)),
+            }
+        }
+        Ok(removed)
+    }
+
     fn failed(&self, action: impl Into<String>, detail: impl std::fmt::Display) -> TargetError {
         TargetError::Failed {
             target: self.label.clone(),
@@ -44,34 +76,68 @@ impl DirTarget {
         }
     }
 
-    /// Copies `src` to `dst_dir/file_name` through a hidden partial file,
-    /// fsynced and renamed; returns the sha256 of what was read back from
-    /// the copy.
-    fn copy_in(&self, src: &Path, dst_dir: &Path, file_name: &str) -> Result<String, TargetError> {
+    /// Copies `src` to `dst_dir/file_name` through a hidden partial file:
+    /// written, fsynced, read back from the device and, when `expected` is
+    /// given, compared with it; only then renamed to its name (and the dir
+    /// fsynced). So a file under its name here was read back whole, and a
+    /// crash at any point leaves only the hidden partial. Returns the sha256
+    /// read back.
+    fn copy_in(
+        &self,
+        src: &Path,
+        dst_dir: &Path,
+        file_name: &str,
+        expected: Option<&str>,
+    ) -> Result<String, TargetError> {
         let partial = dst_dir.join(format!(".{file_name}.partial"));
         let dest = dst_dir.join(file_name);
-        let result = copy_durably(src, &partial, &dest);
+        let copying =
+            |e: io::Error| self.failed(format!("copying {file_name} to {}", dst_dir.display()), e);
+        let result = (|| {
+            copy_synced(src, &partial).map_err(copying)?;
+            let file = File::open(&partial)
+                .map_err(|e| self.failed(format!("re-reading {}", partial.display()), e))?;
+            drop_cached_pages(&file);
+            let (hash, _) = manifest::sha256_of(file)
+                .map_err(|e| self.failed(format!("re-reading {}", partial.display()), e))?;
+            if let Some(expected) = expected
+                && hash != expected
+            {
+                return Err(TargetError::Integrity {
+                    target: self.label.clone(),
+                    name: file_name.to_string(),
+                    detail: format!("expected sha256 {expected}, read back {hash}"),
+                });
+            }
+            fs::rename(&partial, &dest)
+                .and_then(|()| durable::fsync_dir(dst_dir))
+                .map_err(copying)?;
+            Ok(hash)
+        })();
         if result.is_err() {
             let _ = fs::remove_file(&partial);
         }
         result
-            .map_err(|e| self.failed(format!("copying {file_name} to {}", dst_dir.display()), e))?;
-        let file = File::open(&dest)
-            .map_err(|e| self.failed(format!("re-reading {}", dest.display()), e))?;
-        manifest::sha256_of(file)
-            .map(|(hash, _)| hash)
-            .map_err(|e| self.failed(format!("re-reading {}", dest.display()), e))
     }
 }
 
-fn copy_durably(src: &Path, partial: &Path, dest: &Path) -> io::Result<()> {
+/// Asks the kernel to forget the file's cached pages, so the re-read that
+/// follows comes from the device (the USB stick) rather than from the memory
+/// the copy was just written from. The pages are clean after the fsync, so
+/// this loses nothing; it is only advice, and a failure just means the
+/// re-read may come from the cache.
+fn drop_cached_pages(file: &File) {
+    // SAFETY: posix_fadvise only reads the descriptor number, which `file`
+    // keeps open for the duration of the call.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+fn copy_synced(src: &Path, partial: &Path) -> io::Result<()> {
     let _ = fs::remove_file(partial);
     let mut input = File::open(src)?;
     let mut output = durable::create_new_private(partial)?;
     io::copy(&mut input, &mut output)?;
-    output.sync_all()?;
-    fs::rename(partial, dest)?;
-    durable::fsync_dir(durable::parent_dir(dest))
+    output.sync_all()
 }
 
 impl Target for DirTarget {
@@ -88,17 +154,23 @@ impl Target for DirTarget {
         let file_name = artifact.name.file_name();
         let already_here = artifact.archive.parent() == Some(self.dir.as_path());
         if !already_here {
-            let hash = self.copy_in(&artifact.archive, &self.dir, &file_name)?;
-            if hash != artifact.sha256 {
-                let _ = fs::remove_file(self.dir.join(&file_name));
-                return Err(TargetError::Integrity {
-                    target: self.label.clone(),
-                    name: file_name,
-                    detail: format!("expected sha256 {}, read back {hash}", artifact.sha256),
-                });
+            // The sidecar goes first and the archive's rename last (each
+            // read back before it gets its name): an archive under its name
+            // here always has its sidecar. A crash in between leaves a lone
+            // sidecar, removed by `remove_leftover_partials`; the other
+            // order could leave a lone archive that is never listed,
+            // kept or deleted.
+            let sidecar_name = artifact.name.sidecar_name();
+            self.copy_in(&artifact.sidecar, &self.dir, &sidecar_name, None)?;
+            if let Err(e) = self.copy_in(
+                &artifact.archive,
+                &self.dir,
+                &file_name,
+                Some(&artifact.sha256),
+            ) {
+                let _ = fs::remove_file(self.dir.join(&sidecar_name));
+                return Err(e);
             }
-            // The sidecar goes last: its presence marks a complete backup.
-            self.copy_in(&artifact.sidecar, &self.dir, &artifact.name.sidecar_name())?;
         }
         if self.latest_link {
             durable::replace_symlink(&self.dir, LATEST, &file_name)
@@ -140,14 +212,18 @@ impl Target for DirTarget {
             &self.dir.join(name.sidecar_name()),
             dest_dir,
             &name.sidecar_name(),
+            None,
         )?;
-        self.copy_in(&src, dest_dir, &name.file_name())?;
+        self.copy_in(&src, dest_dir, &name.file_name(), None)?;
         Ok(dest_dir.join(name.file_name()))
     }
 
     fn delete(&self, name: &ArtifactName) -> Result<(), TargetError> {
-        // Sidecar first: an archive without one is incomplete, never listed.
-        for file in [name.sidecar_name(), name.file_name()] {
+        // Archive first: what a crash in between leaves is a lone sidecar,
+        // never listed (only archives are) and removed by the next run. The
+        // other order would leave a lone archive that nothing ever lists,
+        // keeps or deletes again.
+        for file in [name.file_name(), name.sidecar_name()] {
             match fs::remove_file(self.dir.join(&file)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

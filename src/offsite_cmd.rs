@@ -1,0 +1,178 @@
+//! The on-demand side of the offsite targets: `mss-backup copy usb|rsync
+//! [ARCHIVE]` puts an existing backup on a target (the stick that was not
+//! plugged in last night, a NAS that was down), and `mss-backup usb init
+//! PATH LABEL` labels a stick so that only it is ever filled or pruned.
+//! A copy goes through the same steps as a nightly run (preflight, put,
+//! list, retention) under the same lock, so the two never race on a target.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use mss_backup_core::backup::{self, Destination};
+use mss_backup_core::lock::{self, LockError};
+use mss_backup_core::name::LATEST;
+use mss_backup_core::progress::Phase;
+use mss_backup_core::{Artifact, ArtifactName, TargetError, durable, retention, verify};
+use mss_backup_target_usb::{Labelled, MARKER_FILE, UsbError};
+
+use crate::cli::CopyTarget;
+use crate::config::{ConfigError, Settings};
+use crate::{EXIT_FAILED, EXIT_LOCKED, targets};
+
+/// `mss-backup copy TARGET [ARCHIVE]`.
+pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Result<ExitCode> {
+    let enabled = match which {
+        CopyTarget::Usb => targets::usb(settings)?,
+        CopyTarget::Rsync => targets::rsync(settings)?,
+    };
+    let Some(enabled) = enabled else {
+        let fix = match which {
+            CopyTarget::Usb => {
+                "MSS_BACKUP_USB_PATH is not set (set it to the stick's mount point, like /media/backup-stick)"
+            }
+            CopyTarget::Rsync => {
+                "MSS_BACKUP_RSYNC_DEST is not set (set it to [user@]host:/path, like backup@nas:/srv/mss)"
+            }
+        };
+        return Err(ConfigError(fix.to_string()).into());
+    };
+    let artifact = existing_artifact(settings, archive)?;
+    crate::commands::check_backup_dir_owner(settings)?;
+    durable::create_private_dir(&settings.backup_dir)
+        .with_context(|| format!("cannot create {}", settings.backup_dir.display()))?;
+    let _lock = match lock::acquire(&settings.backup_dir) {
+        Ok(lock) => lock,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_LOCKED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    crate::logging::to_backup_log(&settings.backup_dir)
+        .with_context(|| format!("cannot open the log in {}", settings.backup_dir.display()))?;
+    let dest = enabled.destination;
+    let name = dest.target.name().to_string();
+    tracing::info!(target = %name, archive = %artifact.name, "copy started");
+    let clock = Instant::now();
+    match put_and_prune(&dest, &artifact, &settings.backup_dir) {
+        Ok((kept, deleted)) => {
+            tracing::info!(target = %name, kept, deleted = deleted.len(), "copy finished");
+            println!(
+                "Copied {} to {name} in {:.1} s; {kept} kept there, {} deleted by retention{}",
+                artifact.name,
+                clock.elapsed().as_secs_f64(),
+                deleted.len(),
+                if deleted.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        deleted
+                            .iter()
+                            .map(ArtifactName::file_name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            tracing::error!(target = %name, "copy failed: {e}");
+            eprintln!("Copy FAILED: {e}");
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+/// The nightly run's steps for one target: returns how many backups the
+/// target keeps and which were deleted.
+fn put_and_prune(
+    dest: &Destination,
+    artifact: &Artifact,
+    backup_dir: &Path,
+) -> Result<(usize, Vec<ArtifactName>), TargetError> {
+    let target = dest.target.as_ref();
+    target.preflight()?;
+    let progress = crate::progress::for_stderr();
+    progress.start(Phase::Upload(target.name()), artifact.size);
+    let put = target.put_with_progress(artifact, progress.as_ref());
+    progress.finish();
+    put?;
+    let names = target.list()?;
+    // Backups the shrink guard holds back stay here too (see `backup`).
+    let held: Vec<ArtifactName> = mss_backup_core::status::read(backup_dir)
+        .ok()
+        .flatten()
+        .map(|s| s.shrink_guard.kept)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|h| ArtifactName::parse(&h.archive))
+        .collect();
+    let doomed = retention::to_delete_holding(&names, dest.retention, Some(&artifact.name), &held);
+    for name in &doomed {
+        target.delete(name)?;
+    }
+    Ok((names.len() - doomed.len(), doomed))
+}
+
+/// A backup already on disk, with its sidecar's checksum: the latest, a
+/// name in the archive dir, or a path.
+fn existing_artifact(settings: &Settings, archive: Option<&str>) -> Result<Artifact> {
+    let archive_dir = backup::archive_dir(&settings.backup_dir);
+    let given = match archive {
+        None => archive_dir.join(LATEST),
+        Some(a) if a.contains('/') => PathBuf::from(a),
+        Some(name) => archive_dir.join(name),
+    };
+    let path = fs::canonicalize(&given).map_err(|_| {
+        anyhow::anyhow!(
+            "Archive {} not found (run `mss-backup list` to see the backups)",
+            given.display()
+        )
+    })?;
+    let name = file_name(&path).and_then(ArtifactName::parse);
+    let Some(name) = name else {
+        bail!(
+            "{} is not a backup archive (their names look like mss-backup-YYYY-MM-DD_HHMMSS.tar.gz; run `mss-backup list`)",
+            path.display()
+        );
+    };
+    let sha256 = verify::read_sidecar(&path)?;
+    let size = fs::metadata(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    Ok(Artifact {
+        name,
+        sidecar: verify::sidecar_path(&path),
+        archive: path,
+        sha256,
+        size,
+    })
+}
+
+fn file_name(path: &Path) -> Option<&str> {
+    path.file_name().and_then(|n| n.to_str())
+}
+
+/// `mss-backup usb init PATH LABEL`.
+pub fn usb_init(path: &Path, label: &str) -> Result<ExitCode> {
+    match mss_backup_target_usb::init(path, label) {
+        Ok(Labelled::New) => println!(
+            "Labelled the stick at {} as {label:?} ({}/{MARKER_FILE}). Use it with MSS_BACKUP_USB_PATH={} MSS_BACKUP_USB_LABEL={label}",
+            path.display(),
+            path.display(),
+            path.display()
+        ),
+        Ok(Labelled::Already) => println!(
+            "The stick at {} is already labelled {label:?}",
+            path.display()
+        ),
+        Err(e @ UsbError::BadLabel { .. }) => return Err(ConfigError(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}

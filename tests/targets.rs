@@ -1,0 +1,975 @@
+//! Offsite targets against the real thing: a tmpfs and a FAT filesystem as
+//! USB sticks, a plain directory as a stick that is not plugged in, and
+//! OpenSSH's sshd on 127.0.0.1 for rsync. `cargo xtask test` starts them and
+//! hands their places over in `MSS_TEST_*` variables; without those the
+//! tests fail (they never skip). Each test works in a directory of its own
+//! (USB tests bind-mount a fresh directory of the real filesystem, which is
+//! also how a bind-mounted stick is covered), so they run in parallel.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tempfile::TempDir;
+
+use crate::support::*;
+
+/// A variable set by `cargo xtask test`; a missing one fails the test.
+fn service_var(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{name} is not set: the target tests need the real sshd and USB mounts; run them through `cargo xtask test`, which starts those and sets MSS_TEST_*"
+        ),
+    }
+}
+
+/// A name no other test (or earlier run) uses.
+fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A "stick" of its own: a fresh directory on one of the test filesystems,
+/// bind-mounted on a fresh mount point; unmounted and removed on drop.
+struct Stick {
+    path: PathBuf,
+    backing: PathBuf,
+    _mount_dir: TempDir,
+}
+
+impl Stick {
+    fn bind(fs_var: &str) -> Self {
+        let backing = PathBuf::from(service_var(fs_var)).join(unique("t"));
+        fs::create_dir(&backing).unwrap();
+        let mount_dir = tempfile::tempdir().unwrap();
+        let path = mount_dir.path().join("stick");
+        fs::create_dir(&path).unwrap();
+        run_ok(
+            "mount",
+            &["--bind", backing.to_str().unwrap(), path.to_str().unwrap()],
+        );
+        Self {
+            path,
+            backing,
+            _mount_dir: mount_dir,
+        }
+    }
+
+    /// A tmpfs of its own, `size` big (for the free-space check).
+    fn tmpfs(size: &str) -> Self {
+        let mount_dir = tempfile::tempdir().unwrap();
+        let path = mount_dir.path().join("stick");
+        fs::create_dir(&path).unwrap();
+        run_ok(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                path.to_str().unwrap(),
+            ],
+        );
+        Self {
+            backing: path.clone(),
+            path,
+            _mount_dir: mount_dir,
+        }
+    }
+
+    fn backups(&self) -> PathBuf {
+        self.path.join("mss-backup")
+    }
+}
+
+impl Drop for Stick {
+    fn drop(&mut self) {
+        let path = self.path.to_str().unwrap_or_default();
+        let unmounted = Command::new("umount")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success())
+            || Command::new("umount")
+                .args(["-l", path])
+                .status()
+                .is_ok_and(|s| s.success());
+        if unmounted && self.backing != self.path {
+            let _ = fs::remove_dir_all(&self.backing);
+        }
+    }
+}
+
+/// The whole test filesystem as the stick (for the tmpfs and FAT tests
+/// proper), emptied of what an earlier run left.
+fn whole_fs_stick(fs_var: &str) -> PathBuf {
+    let stick = PathBuf::from(service_var(fs_var));
+    let _ = fs::remove_dir_all(stick.join("mss-backup"));
+    let _ = fs::remove_file(stick.join(".mss-backup-target"));
+    stick
+}
+
+/// Names of the entries in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Backup archive names in `dir`, sorted.
+fn backups_in(dir: &Path) -> Vec<String> {
+    entries(dir)
+        .into_iter()
+        .filter(|n| is_backup_name(n))
+        .collect()
+}
+
+/// Asserts `dir` holds every local backup named, byte for byte, with a
+/// sidecar that `sha256sum -c` accepts right there.
+fn assert_copied(env: &TestEnv, dir: &Path, names: &[String]) {
+    for name in names {
+        let copy = fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name} in {dir:?}: {e}"));
+        assert!(
+            copy == fs::read(env.archive_dir().join(name)).unwrap(),
+            "{name} differs"
+        );
+        let check = tool("sha256sum", &["-c", &format!("{name}.sha256")], dir);
+        assert!(check.contains(&format!("{name}: OK")), "{check}");
+    }
+}
+
+fn target<'a>(status: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
+    status["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} target in {status}"))
+}
+
+/// The local backup of a run whose offsite copy failed is whole.
+fn assert_local_intact(env: &TestEnv) {
+    let archives = env.archives();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    env.expect(&["verify"], 0);
+    let status = env.status();
+    assert_eq!(target(&status, "local")["status"], "success");
+    assert_eq!(status["archive"], archives[0].as_str());
+}
+
+// ---------------------------------------------------------------- USB
+
+#[test]
+fn usb_on_tmpfs_gets_each_backup_and_its_sidecar_but_no_link() {
+    let stick = whole_fs_stick("MSS_TEST_USB_TMPFS");
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", stick.to_str().unwrap());
+    env.backup_ok();
+    let names = env.archives();
+    let on_stick = stick.join("mss-backup");
+    assert_eq!(
+        entries(&on_stick),
+        vec![names[0].clone(), format!("{}.sha256", names[0])],
+        "only the backup and its sidecar: no latest link, no partials"
+    );
+    assert_copied(&env, &on_stick, &names);
+
+    let status = env.status();
+    assert_eq!(status["status"], "success");
+    let usb = target(&status, "usb:");
+    assert_eq!(usb["name"], format!("usb:{}", stick.display()));
+    assert_eq!(usb["status"], "success");
+    assert!(usb["duration_seconds"].is_number());
+    assert_eq!(status["targets"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn usb_on_fat_works_without_symlinks_modes_or_precise_mtimes() {
+    let stick = whole_fs_stick("MSS_TEST_USB_VFAT");
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        info.lines().any(|l| l.split(' ').nth(4) == stick.to_str()
+            && (l.contains(" - vfat ") || l.contains(" - fuse.fusefat "))),
+        "{} must be a FAT mount ({}):\n{info}",
+        stick.display(),
+        service_var("MSS_TEST_USB_KIND_VFAT")
+    );
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", stick.to_str().unwrap());
+    env.backup_ok();
+    env.backup_ok();
+    let names = env.archives();
+    assert_eq!(names.len(), 2);
+    let on_stick = stick.join("mss-backup");
+    let mut expected: Vec<String> = names
+        .iter()
+        .flat_map(|n| [n.clone(), format!("{n}.sha256")])
+        .collect();
+    expected.sort();
+    assert_eq!(entries(&on_stick), expected);
+    for entry in fs::read_dir(&on_stick).unwrap() {
+        let kind = entry.unwrap().file_type().unwrap();
+        assert!(kind.is_file() && !kind.is_symlink());
+    }
+    assert_copied(&env, &on_stick, &names);
+    // The copy on the stick is a whole backup by itself.
+    let on_stick_archive = on_stick.join(&names[1]);
+    env.expect(&["verify", on_stick_archive.to_str().unwrap()], 0);
+    assert_eq!(target(&env.status(), "usb:")["status"], "success");
+}
+
+#[test]
+fn usb_path_that_is_not_a_mount_point_is_refused_and_nothing_is_written() {
+    let plain = PathBuf::from(service_var("MSS_TEST_USB_PLAIN_DIR")).join(unique("t"));
+    fs::create_dir(&plain).unwrap();
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", plain.to_str().unwrap());
+    let out = env.expect(&[], 1);
+    let line = format!(
+        "USB target {} is not mounted (plug it in or unset MSS_BACKUP_USB_PATH)",
+        plain.display()
+    );
+    assert!(stderr(&out).contains(&line), "{}", stderr(&out));
+    assert!(
+        entries(&plain).is_empty(),
+        "nothing written: {:?}",
+        entries(&plain)
+    );
+    assert_local_intact(&env);
+    let status = env.status();
+    assert_eq!(status["status"], "failure");
+    let usb = target(&status, "usb:");
+    assert_eq!(usb["status"], "failure");
+    assert!(usb["detail"].as_str().unwrap().ends_with(&line), "{usb}");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("usb:{}", plain.display()))
+    );
+
+    // A path that does not exist at all is "not mounted" too, and stays so.
+    let missing = plain.join("stick");
+    env.set("MSS_BACKUP_USB_PATH", missing.to_str().unwrap());
+    let out = env.expect(&["copy", "usb"], 1);
+    assert!(
+        stderr(&out).contains(&format!("USB target {} is not mounted", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!missing.exists());
+    let _ = fs::remove_dir_all(&plain);
+}
+
+#[test]
+fn a_bind_mount_counts_as_mounted() {
+    let stick = Stick::bind("MSS_TEST_USB_TMPFS");
+    // What a copy interrupted by pulling the stick out leaves behind.
+    fs::create_dir(stick.backups()).unwrap();
+    let partial = ".mss-backup-2020-01-01_000000.tar.gz.partial";
+    fs::write(stick.backups().join(partial), b"half").unwrap();
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.backup_ok();
+    let names = env.archives();
+    // Seen through the filesystem underneath: the bytes really are there.
+    let underneath = stick.backing.join("mss-backup");
+    assert_eq!(backups_in(&underneath), names);
+    assert_copied(&env, &underneath, &names);
+    assert!(!underneath.join(partial).exists(), "leftover removed");
+}
+
+#[test]
+fn a_stick_without_room_is_refused_before_copying() {
+    let stick = Stick::tmpfs("1m");
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    let out = env.expect(&[], 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "Not enough free space on USB target {}",
+            stick.path.display()
+        )) && stderr(&out).contains("lower MSS_BACKUP_USB_RETENTION"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(entries(&stick.backups()).is_empty(), "no partial left");
+    assert_local_intact(&env);
+}
+
+#[test]
+fn usb_target_lists_and_gets_backups_for_restore() {
+    use mss_backup_core::{ArtifactName, Target, TargetError};
+    use mss_backup_target_usb::{Config, UsbTarget};
+    let stick = Stick::bind("MSS_TEST_USB_VFAT");
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.backup_ok();
+    let names = env.archives();
+    let target = UsbTarget::new(Config {
+        path: stick.path.clone(),
+        label: None,
+    });
+    let name = ArtifactName::parse(&names[0]).unwrap();
+    assert_eq!(target.list().unwrap(), vec![name.clone()]);
+    let dest = tempfile::tempdir().unwrap();
+    let got = target.get(&name, dest.path()).unwrap();
+    assert_eq!(got, dest.path().join(&names[0]));
+    assert_copied(&env, dest.path(), &names);
+    let missing = ArtifactName::parse("mss-backup-2020-01-01_000000.tar.gz").unwrap();
+    assert!(matches!(
+        target.get(&missing, dest.path()),
+        Err(TargetError::NotFound { .. })
+    ));
+    target.delete(&name).unwrap();
+    assert!(target.list().unwrap().is_empty());
+    assert!(entries(&stick.backups()).is_empty());
+}
+
+#[test]
+fn a_stick_with_another_label_is_neither_filled_nor_pruned() {
+    let stick = Stick::bind("MSS_TEST_USB_TMPFS");
+    let path = stick.path.to_str().unwrap();
+    let mut env = TestEnv::new();
+    let out = env.expect(&["usb", "init", path, "OTHER"], 0);
+    assert!(stdout(&out).contains("Labelled"), "{}", stdout(&out));
+    assert_eq!(
+        fs::read_to_string(stick.path.join(".mss-backup-target")).unwrap(),
+        "OTHER\n"
+    );
+    // An old backup of the other stick's owner, which retention 1 would delete.
+    fs::create_dir(stick.backups()).unwrap();
+    let old = "mss-backup-2020-01-01_000000.tar.gz";
+    fs::write(stick.backups().join(old), b"theirs").unwrap();
+    fs::write(
+        stick.backups().join(format!("{old}.sha256")),
+        format!("{}  {old}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let before = entries(&stick.backups());
+
+    env.set("MSS_BACKUP_USB_PATH", path);
+    env.set("MSS_BACKUP_USB_LABEL", "MSS1");
+    env.set("MSS_BACKUP_USB_RETENTION", "1");
+    let out = env.expect(&[], 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "USB target {path} is the stick labelled \"OTHER\", not \"MSS1\""
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(entries(&stick.backups()), before);
+
+    fs::remove_file(stick.path.join(".mss-backup-target")).unwrap();
+    let out = env.expect(&[], 1);
+    assert!(
+        stderr(&out).contains("has no label file .mss-backup-target"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(entries(&stick.backups()), before);
+
+    env.expect(&["usb", "init", path, "MSS1"], 0);
+    let out = env.expect(&["usb", "init", path, "OTHER"], 1);
+    assert!(
+        stderr(&out).contains("is already labelled \"MSS1\""),
+        "{}",
+        stderr(&out)
+    );
+    env.backup_ok();
+    let names = env.archives();
+    assert_eq!(
+        backups_in(&stick.backups()),
+        vec![names.last().unwrap().clone()],
+        "the right stick is filled and pruned to MSS_BACKUP_USB_RETENTION=1"
+    );
+
+    let plain = env.root.path().join("not-a-stick");
+    fs::create_dir(&plain).unwrap();
+    let out = env.expect(&["usb", "init", plain.to_str().unwrap(), "MSS1"], 1);
+    assert!(
+        stderr(&out).contains("is not a mount point"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(entries(&plain).is_empty());
+    let out = env.expect(&["usb", "init", path, " bad"], 78);
+    assert!(stderr(&out).contains("is not valid"), "{}", stderr(&out));
+}
+
+#[test]
+fn usb_keeps_its_own_retention_and_never_touches_foreign_files() {
+    let stick = Stick::bind("MSS_TEST_USB_TMPFS");
+    fs::create_dir(stick.backups()).unwrap();
+    let foreign = ["notes.txt", "mss-backup-foreign.tar.gz"];
+    for name in foreign {
+        fs::write(stick.backups().join(name), name).unwrap();
+    }
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.set("MSS_BACKUP_USB_RETENTION", "2");
+    env.set("MSS_BACKUP_RETENTION", "5");
+    for _ in 0..4 {
+        env.backup_ok();
+    }
+    let local = env.archives();
+    assert_eq!(local.len(), 4);
+    assert_eq!(backups_in(&stick.backups()), local[2..].to_vec());
+    assert_copied(&env, &stick.backups(), &local[2..]);
+    for name in foreign {
+        assert_eq!(
+            fs::read_to_string(stick.backups().join(name)).unwrap(),
+            name
+        );
+    }
+    let usb = target(&env.status(), "usb:").clone();
+    assert!(
+        usb["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 kept, 1 deleted by retention"),
+        "{usb}"
+    );
+}
+
+#[test]
+fn copy_usb_puts_an_existing_backup_on_the_stick() {
+    let stick = Stick::bind("MSS_TEST_USB_VFAT");
+    let mut env = TestEnv::new();
+    env.backup_ok();
+    env.backup_ok();
+    let names = env.archives();
+
+    let out = env.expect(&["copy", "usb"], 78);
+    assert!(
+        stderr(&out).contains("MSS_BACKUP_USB_PATH is not set"),
+        "{}",
+        stderr(&out)
+    );
+
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    let out = env.expect(&["copy", "usb"], 0);
+    assert!(
+        stdout(&out).contains(&format!("Copied {} to usb:", names[1])),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(backups_in(&stick.backups()), names[1..].to_vec());
+    env.expect(&["copy", "usb", &names[0]], 0);
+    assert_eq!(backups_in(&stick.backups()), names);
+    assert_copied(&env, &stick.backups(), &names);
+
+    let out = env.expect(&["copy", "usb", "notes.txt"], 1);
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}
+
+#[test]
+fn fat_refuses_a_backup_of_4_gib_before_writing_a_byte() {
+    let stick = Stick::bind("MSS_TEST_USB_VFAT");
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    // A sparse stand-in: the limit is checked before anything is read.
+    fs::create_dir_all(env.archive_dir()).unwrap();
+    let name = "mss-backup-2026-01-01_000000.tar.gz";
+    fs::File::create(env.archive_dir().join(name))
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    fs::write(
+        env.archive_dir().join(format!("{name}.sha256")),
+        format!("{}  {name}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let out = env.expect(&["copy", "usb", name], 1);
+    assert!(
+        stderr(&out).contains("is a FAT filesystem")
+            && stderr(&out).contains("cannot hold files of 4 GiB or more")
+            && stderr(&out).contains("reformat the stick as exFAT or ext4"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(entries(&stick.backups()).is_empty());
+}
+
+// ---------------------------------------------------------------- rsync
+
+/// A directory of its own on the test sshd's side, and the variables that
+/// point the rsync target at it.
+struct Remote {
+    /// The remote directory, seen through the local filesystem.
+    dir: PathBuf,
+}
+
+impl Remote {
+    fn new(env: &mut TestEnv) -> Self {
+        let dir = PathBuf::from(service_var("MSS_TEST_SSH_ROOT")).join(unique("t"));
+        let dest = format!(
+            "{}@{}:{}",
+            service_var("MSS_TEST_SSH_USER"),
+            service_var("MSS_TEST_SSH_HOST"),
+            dir.display()
+        );
+        env.set("MSS_BACKUP_RSYNC_DEST", &dest);
+        env.set(
+            "MSS_BACKUP_RSYNC_RSH",
+            &rsh("ssh", &service_var("MSS_TEST_SSH_KEY")),
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A remote shell command for the test sshd with `key`.
+fn rsh(program: &str, key: &str) -> String {
+    rsh_to_port(program, key, &service_var("MSS_TEST_SSH_PORT"))
+}
+
+fn rsh_to_port(program: &str, key: &str, port: &str) -> String {
+    let hosts = match std::env::var("MSS_TEST_SSH_KNOWN_HOSTS") {
+        Ok(file) if !file.is_empty() => format!("-o UserKnownHostsFile={file}"),
+        _ => "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null".to_string(),
+    };
+    format!("{program} -p {port} -i {key} -o IdentitiesOnly=yes {hosts}")
+}
+
+#[test]
+fn rsync_uploads_the_archive_and_then_its_sidecar() {
+    let mut env = TestEnv::new();
+    let remote = Remote::new(&mut env);
+    let out = env.expect(&["config"], 0);
+    assert!(
+        stdout(&out).contains(&format!("rsync:{}", service_var("MSS_TEST_SSH_USER"))),
+        "{}",
+        stdout(&out)
+    );
+    env.backup_ok();
+    let names = env.archives();
+    assert_eq!(
+        entries(&remote.dir),
+        vec![names[0].clone(), format!("{}.sha256", names[0])],
+        "the backup and its sidecar, no temp files"
+    );
+    assert_copied(&env, &remote.dir, &names);
+    assert_eq!(mode(&remote.dir.join(&names[0])), 0o600);
+    assert_eq!(mode(&remote.dir), 0o700);
+    let status = env.status();
+    assert_eq!(status["status"], "success");
+    let rsync = target(&status, "rsync:");
+    assert_eq!(rsync["status"], "success");
+
+    // `copy rsync` puts a backup back after the remote lost it.
+    fs::remove_file(remote.dir.join(&names[0])).unwrap();
+    env.expect(&["copy", "rsync"], 0);
+    assert_copied(&env, &remote.dir, &names);
+}
+
+#[test]
+fn rsync_target_lists_and_gets_backups_for_restore() {
+    use mss_backup_core::{ArtifactName, Target, TargetError};
+    use mss_backup_target_rsync::{Config, RsyncTarget};
+    let mut env = TestEnv::new();
+    let remote = Remote::new(&mut env);
+    env.backup_ok();
+    let names = env.archives();
+    let var = |k: &str| {
+        env.vars
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let target = RsyncTarget::new(Config {
+        dest: var("MSS_BACKUP_RSYNC_DEST").unwrap(),
+        rsh: var("MSS_BACKUP_RSYNC_RSH"),
+    })
+    .unwrap();
+    let name = ArtifactName::parse(&names[0]).unwrap();
+    assert_eq!(target.list().unwrap(), vec![name.clone()]);
+    let dest = tempfile::tempdir().unwrap();
+    let got = target.get(&name, dest.path()).unwrap();
+    assert_eq!(got, dest.path().join(&names[0]));
+    assert_copied(&env, dest.path(), &names);
+    let missing = ArtifactName::parse("mss-backup-2020-01-01_000000.tar.gz").unwrap();
+    assert!(matches!(
+        target.get(&missing, dest.path()),
+        Err(TargetError::NotFound { .. })
+    ));
+    target.delete(&name).unwrap();
+    assert!(target.list().unwrap().is_empty());
+    assert!(entries(&remote.dir).is_empty());
+}
+
+#[test]
+fn rsync_keeps_its_own_retention_and_never_touches_foreign_files() {
+    let mut env = TestEnv::new();
+    let remote = Remote::new(&mut env);
+    env.set("MSS_BACKUP_RSYNC_RETENTION", "3");
+    fs::create_dir_all(&remote.dir).unwrap();
+    let foreign = [
+        "notes.txt",
+        "mss-backup-foreign.tar.gz",
+        // Named like ours but without a sidecar: not a complete backup.
+        "mss-backup-2020-01-01_000000.tar.gz",
+        ".mss-backup-2020-01-02_000000.tar.gz.Xy12Ab",
+    ];
+    for name in foreign {
+        fs::write(remote.dir.join(name), name).unwrap();
+    }
+    for _ in 0..9 {
+        env.backup_ok();
+    }
+    let local = env.archives();
+    assert_eq!(local.len(), 7, "local keeps its own 7");
+    let remote_backups: Vec<String> = backups_in(&remote.dir)
+        .into_iter()
+        .filter(|n| !foreign.contains(&n.as_str()))
+        .collect();
+    assert_eq!(remote_backups, local[4..].to_vec());
+    assert_copied(&env, &remote.dir, &local[4..]);
+    for name in foreign {
+        assert_eq!(fs::read_to_string(remote.dir.join(name)).unwrap(), name);
+    }
+    let rsync = target(&env.status(), "rsync:").clone();
+    assert!(
+        rsync["detail"]
+            .as_str()
+            .unwrap()
+            .contains("3 kept, 1 deleted by retention"),
+        "{rsync}"
+    );
+}
+
+/// The stderr lines that mention `needle`.
+fn lines_with(out: &std::process::Output, needle: &str) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn rsync_with_a_refused_key_fails_in_one_line_and_keeps_the_local_backup() {
+    let mut env = TestEnv::new();
+    let remote = Remote::new(&mut env);
+    env.set(
+        "MSS_BACKUP_RSYNC_RSH",
+        &rsh("ssh", &service_var("MSS_TEST_SSH_WRONG_KEY")),
+    );
+    let out = env.expect(&[], 1);
+    let lines = lines_with(&out, "refused the SSH key");
+    assert_eq!(lines.len(), 1, "{}", stderr(&out));
+    assert!(
+        lines[0].contains("Permission denied (publickey)")
+            && lines[0].contains("check the key (-i) in MSS_BACKUP_RSYNC_RSH"),
+        "{}",
+        lines[0]
+    );
+    assert_local_intact(&env);
+    let status = env.status();
+    assert_eq!(status["status"], "failure");
+    let rsync = target(&status, "rsync:");
+    assert_eq!(rsync["status"], "failure");
+    assert!(
+        rsync["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused the SSH key"),
+        "{rsync}"
+    );
+    assert!(!remote.dir.exists(), "nothing reached the remote side");
+}
+
+#[test]
+fn rsync_to_a_closed_port_fails_in_one_line_and_keeps_the_local_backup() {
+    let mut env = TestEnv::new();
+    let remote = Remote::new(&mut env);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.set(
+        "MSS_BACKUP_RSYNC_RSH",
+        &rsh_to_port("ssh", &service_var("MSS_TEST_SSH_KEY"), &closed.to_string()),
+    );
+    let out = env.expect(&[], 1);
+    let lines = lines_with(&out, "connection refused");
+    assert_eq!(lines.len(), 1, "{}", stderr(&out));
+    assert!(
+        lines[0].contains("is sshd running there, and is the port right?"),
+        "{}",
+        lines[0]
+    );
+    assert_local_intact(&env);
+    assert_eq!(target(&env.status(), "rsync:")["status"], "failure");
+    assert!(!remote.dir.exists());
+}
+
+#[test]
+fn an_upload_cut_off_midway_leaves_nothing_under_a_backup_name() {
+    let mut env = TestEnv::new();
+    let remote = Remote::new(&mut env);
+    // A remote shell whose connection dies after 1 MB of the upload: the
+    // real ssh and sshd, with the line cut mid-archive. (dd, not head -c,
+    // which would hold rsync's handshake back until its buffer filled.)
+    let cutter = env.root.path().join("ssh-cut");
+    fs::write(
+        &cutter,
+        "#!/bin/sh\ndd bs=65536 count=1000000 iflag=count_bytes 2>/dev/null | ssh \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&cutter, fs::Permissions::from_mode(0o755)).unwrap();
+    env.set(
+        "MSS_BACKUP_RSYNC_RSH",
+        &rsh(cutter.to_str().unwrap(), &service_var("MSS_TEST_SSH_KEY")),
+    );
+    let out = env.expect(&[], 1);
+    let local = env.archives();
+    let size = fs::metadata(env.archive_dir().join(&local[0]))
+        .unwrap()
+        .len();
+    assert!(size > 1_500_000, "the archive must outlast the cut: {size}");
+    assert!(
+        remote.dir.is_dir(),
+        "the connection worked until the cut: {}",
+        stderr(&out)
+    );
+    let left = entries(&remote.dir);
+    assert!(
+        left.iter().all(|n| n.starts_with('.')),
+        "only hidden temp files may remain: {left:?}"
+    );
+    assert_local_intact(&env);
+    let rsync = target(&env.status(), "rsync:").clone();
+    assert_eq!(rsync["status"], "failure");
+    assert!(
+        rsync["detail"].as_str().unwrap().contains("uploading"),
+        "{rsync}"
+    );
+
+    // The next run over a whole line lists and keeps only complete backups.
+    env.set(
+        "MSS_BACKUP_RSYNC_RSH",
+        &rsh("ssh", &service_var("MSS_TEST_SSH_KEY")),
+    );
+    env.backup_ok();
+    let local = env.archives();
+    assert_eq!(backups_in(&remote.dir), local[1..].to_vec());
+    assert!(
+        target(&env.status(), "rsync:")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 kept"),
+        "the cut-off upload is not counted as a backup"
+    );
+}
+
+#[test]
+fn missing_rsync_or_ssh_programs_are_named() {
+    let mut env = TestEnv::new();
+    let remote = Remote::new(&mut env);
+    // A PATH holding only one of the two programs.
+    for (present, missing_line) in [
+        ("ssh", "rsync is not installed on this machine"),
+        ("rsync", "ssh is not installed on this machine"),
+    ] {
+        let bin = env.root.path().join(format!("only-{present}"));
+        fs::create_dir_all(&bin).unwrap();
+        let real = which(present);
+        std::os::unix::fs::symlink(&real, bin.join(present)).unwrap();
+        env.set("PATH", bin.to_str().unwrap());
+        let out = env.expect(&[], 1);
+        assert_eq!(lines_with(&out, missing_line).len(), 1, "{}", stderr(&out));
+        assert!(!remote.dir.exists());
+    }
+    env.unset("PATH");
+    let status = env.status();
+    assert_eq!(target(&status, "local")["status"], "success");
+    assert_eq!(target(&status, "rsync:")["status"], "failure");
+}
+
+fn which(program: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} must be installed"))
+}
+
+#[test]
+fn every_target_reports_on_its_own_and_one_failure_fails_the_run() {
+    let stick = Stick::bind("MSS_TEST_USB_TMPFS");
+    let mut env = TestEnv::new();
+    let _remote = Remote::new(&mut env);
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.set(
+        "MSS_BACKUP_RSYNC_RSH",
+        &rsh("ssh", &service_var("MSS_TEST_SSH_WRONG_KEY")),
+    );
+    env.expect(&[], 1);
+    let status = env.status();
+    let targets: Vec<(String, String)> = status["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"]
+                    .as_str()
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                t["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("local", "success"),
+        ("usb", "success"),
+        ("rsync", "failure"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(targets, expected);
+    assert_eq!(status["status"], "failure");
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("rsync:") && !error.contains("usb:"),
+        "{error}"
+    );
+    assert_copied(&env, &stick.backups(), &env.archives());
+}
+
+// ---------------------------------------------------------------- config
+
+#[test]
+fn offsite_settings_are_checked_before_anything_is_written() {
+    for (vars, expected) in [
+        (
+            &[("MSS_BACKUP_USB_LABEL", "MSS1")][..],
+            "MSS_BACKUP_USB_LABEL is set but MSS_BACKUP_USB_PATH is not",
+        ),
+        (
+            &[("MSS_BACKUP_RSYNC_RETENTION", "3")][..],
+            "MSS_BACKUP_RSYNC_RETENTION is set but MSS_BACKUP_RSYNC_DEST is not",
+        ),
+        (
+            &[("MSS_BACKUP_USB_PATH", "media/stick")][..],
+            "MSS_BACKUP_USB_PATH=media/stick is not valid",
+        ),
+        (
+            &[
+                ("MSS_BACKUP_USB_PATH", "/media/stick"),
+                ("MSS_BACKUP_USB_RETENTION", "0"),
+            ][..],
+            "MSS_BACKUP_USB_RETENTION=0 is not valid",
+        ),
+        (
+            &[("MSS_BACKUP_RSYNC_DEST", "nas")][..],
+            "MSS_BACKUP_RSYNC_DEST=nas is not valid: it has no `:` between the host and the path (use [user@]host:/path, like backup@nas:/srv/mss)",
+        ),
+        (
+            &[
+                ("MSS_BACKUP_RSYNC_DEST", "nas:/srv"),
+                ("MSS_BACKUP_RSYNC_RSH", "ssh -i 'key"),
+            ][..],
+            "MSS_BACKUP_RSYNC_RSH=ssh -i 'key is not valid: it has an unclosed ' quote",
+        ),
+    ] {
+        let mut env = TestEnv::empty();
+        for (k, v) in vars {
+            env.set(k, v);
+        }
+        let out = env.expect(&[], 78);
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+        assert!(!env.backup_dir.exists(), "nothing written for {vars:?}");
+    }
+}
+
+#[test]
+fn restore_from_the_usb_stick_works_when_the_local_archive_is_gone() {
+    let stick = Stick::bind("MSS_TEST_USB_TMPFS");
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.backup_ok();
+    let name = env.status()["archive"].as_str().unwrap().to_string();
+    let wav = fs::read_dir(env.data_dir.join("Sounds/uploads"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let original = fs::read(&wav).unwrap();
+    fs::remove_dir_all(env.archive_dir()).unwrap();
+    fs::remove_file(&wav).unwrap();
+    env.expect(
+        &[
+            "restore",
+            "sounds",
+            "--from",
+            "usb:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        0,
+    );
+    assert_eq!(fs::read(&wav).unwrap(), original);
+    assert!(
+        env.archive_dir().join(&name).is_file(),
+        "the copy came into the archive dir"
+    );
+    let out = env.expect(
+        &[
+            "restore",
+            "db",
+            "--from",
+            "rsync:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        78,
+    );
+    assert!(
+        stderr(&out).contains("MSS_BACKUP_RSYNC_DEST is not set"),
+        "{}",
+        stderr(&out)
+    );
+}
