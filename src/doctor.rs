@@ -1,0 +1,432 @@
+//! `mss-backup doctor`: is this machine ready for tonight's backup? One
+//! line per check, each saying what was checked, what was found and, when
+//! it fails, the fix; the exit code is 1 if any check failed (78 if the
+//! configuration does not even load). Checks only read, with one
+//! exception: a target's preflight is the same as a backup's, so the rsync
+//! target creates its remote directory as a backup would.
+//!
+//! A `!` line is worth knowing but fails nothing: a lock held right now
+//! (a run is in progress), no backup yet, a last run that failed.
+
+use std::fs::{File, TryLockError};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use mss_backup_core::archive::{self, DB_PATH};
+use mss_backup_core::lock::LOCK_FILE;
+use mss_backup_core::status::{self, Outcome};
+use mss_backup_core::{backup, durable, snapshot};
+
+use crate::cli::Global;
+use crate::commands::human_bytes;
+use crate::config::Settings;
+use crate::monitor::Monitor;
+use crate::schedule;
+use crate::{EXIT_CONFIG, EXIT_FAILED};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Ok,
+    Note,
+    Fail,
+}
+
+/// Prints one line per check and tallies the failures.
+#[derive(Default)]
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn line(&mut self, mark: Mark, name: &str, detail: impl AsRef<str>) {
+        let sign = match mark {
+            Mark::Ok => "✓",
+            Mark::Note => "!",
+            Mark::Fail => {
+                self.failed += 1;
+                "✗"
+            }
+        };
+        println!("{sign} {name:<12} {}", detail.as_ref());
+    }
+}
+
+/// Runs every check; see the module docs.
+pub fn run(global: &Global) -> ExitCode {
+    let mut report = Report::default();
+    let settings = match crate::commands::load_settings(global) {
+        Ok(settings) => settings,
+        Err(e) => {
+            report.line(Mark::Fail, "config", format!("{e:#}"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let targets = crate::targets::offsite(&settings);
+    let monitor = Monitor::from_settings(&settings);
+    let plan = crate::commands::plan(&settings);
+    let config_problem = [
+        targets.as_ref().err().map(ToString::to_string),
+        monitor.as_ref().err().map(ToString::to_string),
+        plan.as_ref().err().map(ToString::to_string),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    match config_problem {
+        Some(problem) => report.line(Mark::Fail, "config", problem),
+        None => report.line(Mark::Ok, "config", config_sources(&settings)),
+    }
+    check_env_file(&mut report, &settings);
+    let data_bytes = check_data(&mut report, &settings);
+    check_database(&mut report, &settings);
+    check_backup_dir(&mut report, &settings, data_bytes);
+    check_lock(&mut report, &settings.backup_dir);
+    if let Ok(targets) = &targets {
+        for dest in targets {
+            let target = dest.target.as_ref();
+            match target.preflight() {
+                Ok(()) => report.line(
+                    Mark::Ok,
+                    "target",
+                    format!("{} is reachable", target.name()),
+                ),
+                Err(e) => report.line(Mark::Fail, "target", e.to_string()),
+            }
+        }
+    }
+    if let Ok(monitor) = &monitor {
+        check_monitor(&mut report, monitor);
+    }
+    check_timer(&mut report, &settings);
+    check_last_run(&mut report, &settings);
+    if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "{} check{} failed",
+            report.failed,
+            if report.failed == 1 { "" } else { "s" }
+        );
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+fn config_sources(settings: &Settings) -> String {
+    let file = settings
+        .file
+        .as_ref()
+        .map_or_else(|| "no config file".to_string(), |f| f.display().to_string());
+    let env = settings.env_file.as_ref().map_or_else(
+        || "no env file".to_string(),
+        |f| format!("env file {}", f.display()),
+    );
+    format!("loaded ({file}; {env})")
+}
+
+/// The env file holds credentials: it must be private.
+fn check_env_file(report: &mut Report, settings: &Settings) {
+    let Some(path) = &settings.env_file else {
+        return;
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => report.line(
+            Mark::Fail,
+            "env file",
+            format!(
+                "{} is readable by others (mode {:o}) and may hold credentials (chmod 600 {})",
+                path.display(),
+                meta.permissions().mode() & 0o777,
+                path.display()
+            ),
+        ),
+        Ok(_) => report.line(
+            Mark::Ok,
+            "env file",
+            format!("{} is private", path.display()),
+        ),
+        Err(e) => report.line(
+            Mark::Fail,
+            "env file",
+            format!("cannot read {}: {e}", path.display()),
+        ),
+    }
+}
+
+/// The data dir exists and can be listed; returns the bytes a backup reads.
+fn check_data(report: &mut Report, settings: &Settings) -> Option<u64> {
+    let dir = &settings.data_dir;
+    if !dir.is_dir() {
+        report.line(
+            Mark::Fail,
+            "data",
+            format!(
+                "Cloud data directory not found: {} (check MSS_BACKUP_DATA_DIR or MSS_BACKUP_PROJECT_DIR)",
+                dir.display()
+            ),
+        );
+        return None;
+    }
+    match archive::list(dir) {
+        Ok(listing) => {
+            let db = std::fs::metadata(dir.join(DB_PATH))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let bytes = listing.bytes() + db;
+            report.line(
+                Mark::Ok,
+                "data",
+                format!(
+                    "{} ({} entries, {})",
+                    dir.display(),
+                    listing.entries.len(),
+                    human_bytes(bytes)
+                ),
+            );
+            Some(bytes)
+        }
+        Err(e) => {
+            report.line(
+                Mark::Fail,
+                "data",
+                format!(
+                    "cannot read {}: {e} (run mss-backup as the user that owns it)",
+                    dir.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn check_database(report: &mut Report, settings: &Settings) {
+    let db = settings.data_dir.join(DB_PATH);
+    if !db.is_file() {
+        report.line(
+            Mark::Fail,
+            "database",
+            format!(
+                "Database not found: {} (MSS keeps it at cloud-data/{DB_PATH}; check MSS_BACKUP_DATA_DIR)",
+                db.display()
+            ),
+        );
+        return;
+    }
+    match snapshot::quick_check_live(&db) {
+        Ok(facts) => report.line(
+            Mark::Ok,
+            "database",
+            format!(
+                "{} opens read-only, quick_check ok ({} pages, user_version {})",
+                db.display(),
+                facts.page_count,
+                facts.user_version
+            ),
+        ),
+        Err(e) => report.line(
+            Mark::Fail,
+            "database",
+            format!(
+                "{} fails its check: {e} (check the file's owner and mode; if it is damaged, see `mss-backup restore db`)",
+                db.display()
+            ),
+        ),
+    }
+}
+
+/// Ours, and room for one more backup, by the same estimate a backup uses
+/// (the data uncompressed: an upper bound).
+fn check_backup_dir(report: &mut Report, settings: &Settings, data_bytes: Option<u64>) {
+    if let Err(e) = crate::commands::check_backup_dir_owner(settings) {
+        report.line(Mark::Fail, "backup dir", e.to_string());
+        return;
+    }
+    let archive_dir = backup::archive_dir(&settings.backup_dir);
+    let existing = nearest_existing(&archive_dir);
+    let space = match durable::fs_space(&existing) {
+        Ok(space) => space,
+        Err(e) => {
+            report.line(
+                Mark::Fail,
+                "free space",
+                format!("cannot check the free space at {}: {e}", existing.display()),
+            );
+            return;
+        }
+    };
+    let last = status::read(&settings.backup_dir)
+        .ok()
+        .flatten()
+        .and_then(|s| s.size_bytes);
+    let last_words = last
+        .map(|size| format!("; the last archive was {}", human_bytes(size)))
+        .unwrap_or_default();
+    let needed = match (data_bytes, last) {
+        (Some(data), _) => data + (1 << 20),
+        (None, Some(last)) => last,
+        (None, None) => {
+            report.line(
+                Mark::Note,
+                "free space",
+                format!(
+                    "{} available in {} (unknown how much a backup needs: no data, no earlier backup)",
+                    human_bytes(space.available),
+                    existing.display()
+                ),
+            );
+            return;
+        }
+    };
+    if needed > space.available {
+        report.line(
+            Mark::Fail,
+            "free space",
+            format!(
+                "Not enough free space in {}: a backup needs up to {}, {} available{last_words} (free some space or lower MSS_BACKUP_RETENTION)",
+                existing.display(),
+                human_bytes(needed),
+                human_bytes(space.available)
+            ),
+        );
+    } else {
+        report.line(
+            Mark::Ok,
+            "free space",
+            format!(
+                "{} available in {}, a backup needs up to {}{last_words}",
+                human_bytes(space.available),
+                existing.display(),
+                human_bytes(needed)
+            ),
+        );
+    }
+}
+
+/// The first ancestor of `path` that exists (the backup dir may not yet).
+fn nearest_existing(path: &Path) -> PathBuf {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf()
+}
+
+/// Free or held, without taking it: a shared lock attempt on the lock
+/// file fails exactly while a run holds its exclusive lock.
+fn check_lock(report: &mut Report, backup_dir: &Path) {
+    let path = backup_dir.join(LOCK_FILE);
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.line(Mark::Ok, "lock", "free (no run yet)");
+            return;
+        }
+        Err(e) => {
+            report.line(
+                Mark::Fail,
+                "lock",
+                format!("cannot open {}: {e}", path.display()),
+            );
+            return;
+        }
+    };
+    match file.try_lock_shared() {
+        Ok(()) => report.line(Mark::Ok, "lock", "free"),
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim().split_once(' ') {
+                Some((pid, started)) => format!("pid {pid}, started {started}"),
+                None => "pid unknown".to_string(),
+            };
+            report.line(
+                Mark::Note,
+                "lock",
+                format!(
+                    "held by {holder}: a backup, copy or restore is running now (a run started meanwhile exits 75; if it has run for hours, look at it with ps)"
+                ),
+            );
+        }
+        Err(TryLockError::Error(e)) => report.line(
+            Mark::Fail,
+            "lock",
+            format!("cannot check {}: {e}", path.display()),
+        ),
+    }
+}
+
+fn check_monitor(report: &mut Report, monitor: &Monitor) {
+    for line in monitor.describe() {
+        report.line(Mark::Ok, "monitoring", line);
+    }
+    if let Some(path) = monitor.metrics_file() {
+        let dir = durable::parent_dir(path);
+        if !dir.is_dir() {
+            report.line(
+                Mark::Fail,
+                "metrics",
+                format!(
+                    "{} does not exist, so {} cannot be written (create it, e.g. /var/lib/prometheus/node-exporter, writable by this user)",
+                    dir.display(),
+                    path.display()
+                ),
+            );
+        }
+    }
+}
+
+fn check_timer(report: &mut Report, settings: &Settings) {
+    let units = schedule::unit_dir(&settings.home);
+    let timer = units.join(schedule::TIMER);
+    let service = units.join(schedule::SERVICE);
+    if !timer.is_file() || !service.is_file() {
+        report.line(
+            Mark::Fail,
+            "timer",
+            format!(
+                "not installed: no {} (run `mss-backup schedule install`)",
+                timer.display()
+            ),
+        );
+        return;
+    }
+    let calendar = std::fs::read_to_string(&timer)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("OnCalendar=").map(str::to_string))
+        .unwrap_or_else(|| "no OnCalendar=".to_string());
+    report.line(
+        Mark::Ok,
+        "timer",
+        format!(
+            "installed in {} ({calendar}; `mss-backup schedule status` shows the next run)",
+            units.display()
+        ),
+    );
+}
+
+fn check_last_run(report: &mut Report, settings: &Settings) {
+    match status::read(&settings.backup_dir) {
+        Ok(Some(last)) if last.status == Outcome::Success => report.line(
+            Mark::Ok,
+            "last run",
+            format!("success, finished {}", last.finished_at),
+        ),
+        Ok(Some(last)) => report.line(
+            Mark::Note,
+            "last run",
+            format!(
+                "failed, finished {}: {} (run `mss-backup` once the checks above pass)",
+                last.finished_at,
+                last.error.as_deref().unwrap_or("see backup.log")
+            ),
+        ),
+        Ok(None) => report.line(Mark::Note, "last run", "none yet (run `mss-backup`)"),
+        Err(e) => report.line(
+            Mark::Fail,
+            "last run",
+            format!("{e} (it is rewritten by the next backup; remove it if it stays unreadable)"),
+        ),
+    }
+}

@@ -1,0 +1,535 @@
+//! Operations: monitoring pings to a real HTTP server on 127.0.0.1, the
+//! Prometheus metrics file, progress bars only at a terminal (`script`
+//! gives the run a real pty), `backup --json`, completions and the man page
+//! checked by bash and man, and `doctor`.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::*;
+
+/// One request as the monitoring server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Request {
+    method: String,
+    path: String,
+    body: String,
+}
+
+/// A Healthchecks stand-in: answers every request with `status` and
+/// records it. The thread lives as long as the test process.
+struct PingServer {
+    url: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl PingServer {
+    fn start(status: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                if let Some(request) = read_request(&stream) {
+                    seen.lock().unwrap().push(request);
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} Whatever\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
+                );
+            }
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}/ping/0f3e-secret-uuid"),
+            requests,
+        }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut length = 0;
+    let mut chunked = false;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().ok()?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.trim().eq_ignore_ascii_case("chunked");
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).ok()?;
+    }
+    Some(Request {
+        method,
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn log_text(env: &TestEnv) -> String {
+    fs::read_to_string(env.backup_dir.join("backup.log")).unwrap()
+}
+
+#[test]
+fn a_good_run_pings_start_then_success_and_never_shows_the_secret() {
+    let mut env = TestEnv::new();
+    let server = PingServer::start(200);
+    env.set("MSS_BACKUP_PING_URL", &server.url);
+    env.backup_ok();
+    let requests = server.requests();
+    let paths: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("GET", "/ping/0f3e-secret-uuid/start"),
+            ("GET", "/ping/0f3e-secret-uuid")
+        ]
+    );
+    let log = log_text(&env);
+    assert!(log.contains("success ping sent"), "{log}");
+    assert!(!log.contains("secret-uuid"), "the path is a secret: {log}");
+    let config = stdout(&env.expect(&["config"], 0));
+    assert!(!config.contains("secret-uuid"), "{config}");
+    assert!(config.contains("/…"), "{config}");
+}
+
+#[test]
+fn a_failed_run_pings_fail_with_the_error_in_the_body() {
+    let mut env = TestEnv::new();
+    let server = PingServer::start(200);
+    env.set("MSS_BACKUP_PING_URL", &format!("{}/", server.url));
+    fs::remove_file(env.db_path()).unwrap();
+    env.expect(&[], 1);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].path, "/ping/0f3e-secret-uuid/start");
+    assert_eq!(requests[1].method, "POST");
+    assert_eq!(requests[1].path, "/ping/0f3e-secret-uuid/fail");
+    assert!(
+        requests[1].body.contains("Database not found"),
+        "the body is the run's log tail: {}",
+        requests[1].body
+    );
+    assert!(
+        requests[1].body.contains("backup started"),
+        "{}",
+        requests[1].body
+    );
+}
+
+#[test]
+fn a_lock_held_run_sends_no_ping() {
+    let mut env = TestEnv::new();
+    let server = PingServer::start(200);
+    env.set("MSS_BACKUP_PING_URL", &server.url);
+    fs::create_dir_all(&env.backup_dir).unwrap();
+    let lock = hold_lock(&env);
+    env.expect(&[], 75);
+    drop(lock);
+    assert_eq!(server.requests(), []);
+}
+
+#[test]
+fn an_unreachable_or_failing_monitor_never_fails_the_backup() {
+    let mut env = TestEnv::new();
+    // A port that was just free: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    env.set(
+        "MSS_BACKUP_PING_URL",
+        &format!("http://127.0.0.1:{port}/0f3e-secret-uuid"),
+    );
+    let out = env.backup_ok();
+    assert_eq!(env.status()["status"], "success");
+    let log = log_text(&env);
+    assert!(
+        log.contains(&format!(
+            "the start ping to http://127.0.0.1:{port}/…/start failed"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("the success ping to"), "{log}");
+    assert!(!log.contains("secret-uuid"), "{log}");
+    assert!(
+        stderr(&out).contains("warning: the start ping"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A server error is retried (three tries per ping), then logged.
+    let server = PingServer::start(500);
+    env.set("MSS_BACKUP_PING_URL", &server.url);
+    env.backup_ok();
+    let requests = server.requests();
+    let starts = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/start"))
+        .count();
+    assert_eq!(starts, 3, "{requests:?}");
+    assert_eq!(requests.len(), 6, "{requests:?}");
+    assert!(log_text(&env).contains("HTTP status 500"));
+
+    env.set("MSS_BACKUP_PING_URL", "hc-ping.com/0f3e-secret-uuid");
+    let out = env.expect(&[], 78);
+    assert!(
+        stderr(&out).contains("MSS_BACKUP_PING_URL"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("secret-uuid"), "{}", stderr(&out));
+}
+
+/// The exposition format, checked line by line: comments are HELP or TYPE,
+/// every sample's metric has a TYPE, names and label syntax are valid and
+/// values are numbers. Returns (name with labels, value) pairs.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut typed = Vec::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            let kind = words.next().unwrap();
+            let name = words.next().unwrap();
+            assert!(kind == "HELP" || kind == "TYPE", "{line}");
+            if kind == "TYPE" {
+                assert_eq!(words.next(), Some("gauge"), "{line}");
+                typed.push(name.to_string());
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect(line);
+        let name = series.split('{').next().unwrap();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(
+                labels.starts_with("{target=\"") && labels.ends_with("\"}"),
+                "{line}"
+            );
+        }
+        assert!(typed.iter().any(|t| t == name), "no TYPE for {name}");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        samples.push((series.to_string(), value));
+    }
+    samples
+}
+
+fn metric(samples: &[(String, f64)], series: &str) -> Option<f64> {
+    samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
+}
+
+#[test]
+fn the_metrics_file_describes_the_last_run_for_node_exporter() {
+    let mut env = TestEnv::new();
+    let textfile_dir = env.root.path().join("node-exporter");
+    fs::create_dir(&textfile_dir).unwrap();
+    let path = textfile_dir.join("mss_backup.prom");
+    env.set("MSS_BACKUP_METRICS_FILE", path.to_str().unwrap());
+    env.backup_ok();
+    assert_eq!(mode(&path), 0o644, "node_exporter's user must read it");
+    let samples = parse_metrics(&fs::read_to_string(&path).unwrap());
+    let status = env.status();
+    assert_eq!(metric(&samples, "mss_backup_last_run_success"), Some(1.0));
+    assert_eq!(
+        metric(&samples, "mss_backup_last_archive_size_bytes"),
+        status["size_bytes"].as_f64()
+    );
+    assert_eq!(
+        metric(&samples, "mss_backup_last_archive_files"),
+        status["files"].as_f64()
+    );
+    assert_eq!(
+        metric(&samples, "mss_backup_target_success{target=\"local\"}"),
+        Some(1.0)
+    );
+    let finished = chrono::DateTime::parse_from_rfc3339(status["finished_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp() as f64;
+    let success = metric(&samples, "mss_backup_last_success_timestamp_seconds");
+    assert_eq!(success, Some(finished));
+    assert!(metric(&samples, "mss_backup_last_run_duration_seconds").unwrap() > 0.0);
+    // Only the file itself in the directory: no temp file left behind.
+    assert_eq!(fs::read_dir(&textfile_dir).unwrap().count(), 1);
+
+    // A failed run: status 0, the last success kept.
+    fs::remove_file(env.db_path()).unwrap();
+    env.expect(&[], 1);
+    let samples = parse_metrics(&fs::read_to_string(&path).unwrap());
+    assert_eq!(metric(&samples, "mss_backup_last_run_success"), Some(0.0));
+    assert_eq!(
+        metric(&samples, "mss_backup_last_success_timestamp_seconds"),
+        success
+    );
+    assert_eq!(metric(&samples, "mss_backup_last_archive_files"), Some(0.0));
+
+    env.set(
+        "MSS_BACKUP_METRICS_FILE",
+        textfile_dir.join("mss_backup.txt").to_str().unwrap(),
+    );
+    let out = env.expect(&[], 78);
+    assert!(stderr(&out).contains(".prom"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_metrics_file_that_cannot_be_written_is_a_warning_only() {
+    let mut env = TestEnv::new();
+    let path = env.root.path().join("missing-dir/mss_backup.prom");
+    env.set("MSS_BACKUP_METRICS_FILE", path.to_str().unwrap());
+    let out = env.backup_ok();
+    assert!(
+        stderr(&out).contains("cannot write the metrics file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(log_text(&env).contains("cannot write the metrics file"));
+}
+
+/// Runs mss-backup under `script`, so its stdout and stderr are a real
+/// terminal; returns everything the terminal showed.
+fn at_a_terminal(env: &TestEnv, args: &str) -> String {
+    let out = Command::new("script")
+        .args(["-qec", &format!("'{BIN}' {args}"), "/dev/null"])
+        .env_clear()
+        .env("HOME", &env.home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", env.root.path())
+        .env("TERM", "xterm")
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) must be installed");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_bars_show_at_a_terminal_only() {
+    let env = TestEnv::new();
+    let screen = at_a_terminal(&env, "backup");
+    for phase in ["Archiving", "Reading back"] {
+        assert!(screen.contains(phase), "{phase} bar missing: {screen}");
+    }
+    assert!(screen.contains("MiB/"), "bytes done of the total: {screen}");
+    assert!(screen.contains("Backup OK"), "{screen}");
+    let screen = at_a_terminal(&env, "verify");
+    assert!(screen.contains("Verifying"), "{screen}");
+
+    let quiet = at_a_terminal(&env, "--quiet backup");
+    assert!(!quiet.contains("Archiving"), "{quiet}");
+    assert!(
+        !quiet.contains("Backup OK"),
+        "--quiet drops the summary: {quiet}"
+    );
+
+    let piped = env.backup_ok();
+    let text = stderr(&piped) + &stdout(&piped);
+    assert!(!text.contains("Archiving"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no escape codes in a pipe: {text:?}"
+    );
+    assert!(text.contains("Backup OK"), "{text}");
+}
+
+#[test]
+fn backup_json_prints_the_status_document() {
+    let env = TestEnv::new();
+    let out = env.expect(&["backup", "--json"], 0);
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, env.status());
+    assert_eq!(printed["status"], "success");
+    assert!(stderr(&out).contains("Backup OK"), "{}", stderr(&out));
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated_and_accepted() {
+    let env = TestEnv::empty();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&env.expect(&["completions", shell], 0));
+        for word in ["doctor", "restore", "schedule", "max-age"] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+    }
+    let bash = env.root.path().join("mss-backup.bash");
+    fs::write(&bash, env.expect(&["completions", "bash"], 0).stdout).unwrap();
+    tool("bash", &["-n", bash.to_str().unwrap()], env.root.path());
+
+    let page = env.expect(&["man"], 0).stdout;
+    assert!(page.starts_with(b".ie") || page.starts_with(b".TH"), "roff");
+    let mut man = Command::new("man")
+        .args(["-l", "-"])
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("man (Debian package man-db) must be installed");
+    man.stdin.take().unwrap().write_all(&page).unwrap();
+    let out = man.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "man or groff warned");
+    let text = stdout(&out);
+    for word in [
+        "NAME",
+        "SYNOPSIS",
+        "EXIT STATUS",
+        "MSS_BACKUP_PING_URL",
+        "doctor",
+    ] {
+        assert!(
+            text.contains(word),
+            "{word} missing from the man page:\n{text}"
+        );
+    }
+}
+
+/// Holds the run lock the way a running backup does: an exclusive flock
+/// on the lock file, with a pid and a start time in it.
+fn hold_lock(env: &TestEnv) -> File {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(env.backup_dir.join(".lock"))
+        .unwrap();
+    file.lock().unwrap();
+    (&file)
+        .write_all(b"4242 2026-02-11T03:15:00+01:00\n")
+        .unwrap();
+    file
+}
+
+fn doctor_line<'a>(text: &'a str, name: &str) -> &'a str {
+    let padded = format!("{name:<12} ");
+    text.lines()
+        .find(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.starts_with(&padded))
+        })
+        .unwrap_or_else(|| panic!("no {name} line in:\n{text}"))
+}
+
+#[test]
+fn doctor_passes_a_good_set_up_and_says_what_is_wrong_otherwise() {
+    let env = TestEnv::new();
+    env.backup_ok();
+    env.expect(&["schedule", "install"], 0);
+    let out = env.expect(&["doctor"], 0);
+    let text = stdout(&out);
+    for name in [
+        "config",
+        "env file",
+        "data",
+        "database",
+        "free space",
+        "lock",
+        "timer",
+        "last run",
+    ] {
+        assert!(doctor_line(&text, name).starts_with('✓'), "{name}: {text}");
+    }
+    assert!(doctor_line(&text, "database").contains("quick_check ok"));
+
+    // Held lock: said so, and not a failure (a run is in progress).
+    let lock = hold_lock(&env);
+    let text = stdout(&env.expect(&["doctor"], 0));
+    let line = doctor_line(&text, "lock");
+    assert!(
+        line.starts_with('!') && line.contains("held by pid 4242"),
+        "{line}"
+    );
+    drop(lock);
+
+    // An env file others can read fails the check.
+    let env_file = env.home.join(".config/mss-backup/env");
+    fs::set_permissions(&env_file, fs::Permissions::from_mode(0o644)).unwrap();
+    let text = stdout(&env.expect(&["doctor"], 1));
+    assert!(
+        doctor_line(&text, "env file").contains("chmod 600"),
+        "{text}"
+    );
+}
+
+#[test]
+fn doctor_fails_without_the_database_or_the_timer() {
+    let env = TestEnv::new();
+    fs::remove_file(env.db_path()).unwrap();
+    let out = env.expect(&["doctor"], 1);
+    let text = stdout(&out);
+    let line = doctor_line(&text, "database");
+    assert!(
+        line.starts_with('✗') && line.contains("Database not found"),
+        "{line}"
+    );
+    let line = doctor_line(&text, "timer");
+    assert!(
+        line.starts_with('✗') && line.contains("mss-backup schedule install"),
+        "{line}"
+    );
+    assert!(doctor_line(&text, "lock").starts_with('✓'), "{text}");
+    assert!(text.contains("2 checks failed"), "{text}");
+
+    let mut env = env;
+    env.set("MSS_BACKUP_RETENTION", "0");
+    let out = env.expect(&["doctor"], 78);
+    assert!(doctor_line(&stdout(&out), "config").starts_with('✗'));
+}
