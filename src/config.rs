@@ -44,6 +44,10 @@ pub struct Settings {
     pub retention: usize,
     /// The TOML file that was read, if any.
     pub file: Option<PathBuf>,
+    /// The environment file the nightly timer reads, if present.
+    pub env_file: Option<PathBuf>,
+    env_file_vars: Env,
+    process_env: Env,
     figment: Figment,
 }
 
@@ -112,11 +116,26 @@ impl Settings {
             _ => None,
         };
 
+        let env_file_path = home.join(ENV_FILE);
+        let env_file_vars = match std::fs::read_to_string(&env_file_path) {
+            Ok(text) => parse_env_file(&text).map_err(|line| {
+                ConfigError(format!(
+                    "{} line {line} is not KEY=VALUE (fix it, or run `mss-backup schedule install` again)",
+                    env_file_path.display()
+                ))
+            })?,
+            Err(_) => Env::new(),
+        };
+        let env_file = env_file_path.is_file().then_some(env_file_path);
+
         let mut figment = Figment::new();
         if let Some(path) = &file {
             figment = figment.merge(Toml::file(path));
         }
-        let figment = figment.merge(Layer::env(env)).merge(Layer::flags(flags));
+        let figment = figment
+            .merge(Layer::env_file(&env_file_vars, env_file.as_deref()))
+            .merge(Layer::env(env))
+            .merge(Layer::flags(flags));
         let mut settings = Settings {
             project_dir: PathBuf::new(),
             data_dir: PathBuf::new(),
@@ -124,6 +143,9 @@ impl Settings {
             retention: DEFAULT_RETENTION,
             home,
             file,
+            env_file,
+            env_file_vars,
+            process_env: env.clone(),
             figment,
         };
         settings.project_dir = settings
@@ -154,6 +176,7 @@ impl Settings {
             .unwrap_or_else(|| "the config file".to_string());
         let origin = match name.as_deref() {
             Some(ENV_NAME) => var.clone(),
+            Some(ENV_FILE_NAME) => format!("{var} in {file}"),
             Some(FLAGS_NAME) => flag.unwrap_or(key).to_string(),
             _ => format!("{key} in {file}"),
         };
@@ -164,6 +187,7 @@ impl Settings {
         })?;
         let what = match name.as_deref() {
             Some(ENV_NAME) => format!("{var}={value}"),
+            Some(ENV_FILE_NAME) => format!("{var}={value} in {file}"),
             Some(FLAGS_NAME) => format!("{} {value}", flag.unwrap_or(key)),
             _ => format!("{key} = {value:?} in {file}"),
         };
@@ -182,6 +206,26 @@ impl Settings {
             Ok(Some(raw)) => raw.origin,
             _ => "default".to_string(),
         }
+    }
+
+    /// Every key set in any layer (file, env file, environment, flags).
+    pub fn keys(&self) -> Vec<String> {
+        self.figment
+            .data()
+            .ok()
+            .and_then(|mut profiles| profiles.remove(&Profile::Default))
+            .map(|dict| dict.into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    /// A variable outside our prefix (`AWS_ACCESS_KEY_ID`, ...): the
+    /// process environment first, then the environment file.
+    pub fn outside_var(&self, name: &str) -> Option<String> {
+        self.process_env
+            .get(name)
+            .or_else(|| self.env_file_vars.get(name))
+            .filter(|v| !v.is_empty())
+            .cloned()
     }
 
     /// A non-empty string setting, exactly as written.
@@ -222,6 +266,29 @@ impl Settings {
                 ))),
             })
             .transpose()
+    }
+}
+
+/// Default of `MSS_BACKUP_SHRINK_GUARD`: a backup holding under half of
+/// the previous one's files or bytes is flagged.
+pub const DEFAULT_SHRINK_GUARD: f64 = 0.5;
+
+/// The shrink guard's fraction: a number above 0 and at most 1 (`0.5`), or
+/// a percentage (`50%`); `off` (or `0`) switches it off (`None`).
+pub fn parse_shrink_guard(value: &str, what: &str) -> Result<Option<f64>, ConfigError> {
+    let value = value.trim().to_ascii_lowercase();
+    if matches!(value.as_str(), "off" | "false" | "no" | "0") {
+        return Ok(None);
+    }
+    let parsed = match value.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => value.parse::<f64>(),
+    };
+    match parsed {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(Some(f)),
+        _ => Err(ConfigError(format!(
+            "{what} is not valid: use a fraction of the previous backup like 0.5 (or 50%), or off (unset it for the default {DEFAULT_SHRINK_GUARD})"
+        ))),
     }
 }
 
@@ -266,15 +333,89 @@ fn scalar_string(value: &Value) -> Option<String> {
 }
 
 const ENV_NAME: &str = "environment variable";
+const ENV_FILE_NAME: &str = "environment file";
+
+/// The environment file `schedule install` writes for the systemd service,
+/// relative to HOME. Manual runs read it too, so they back up to the same
+/// targets as the nightly run.
+pub const ENV_FILE: &str = ".config/mss-backup/env";
+
+/// Parses `KEY=VALUE` lines (values bare, 'single' or "double" quoted);
+/// `Err(line number)` for a malformed line.
+pub fn parse_env_file(text: &str) -> Result<Env, usize> {
+    let mut vars = Env::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.split_once('=').ok_or(i + 1)?;
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(i + 1);
+        }
+        let value = unquote(value.trim()).ok_or(i + 1)?;
+        vars.insert(key.to_string(), value);
+    }
+    Ok(vars)
+}
+
+fn unquote(value: &str) -> Option<String> {
+    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        return Some(inner.to_string());
+    }
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return Some(value.to_string());
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            out.push(chars.next()?);
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// One `KEY=VALUE` line that `parse_env_file` and systemd's
+/// `EnvironmentFile=` both read back as exactly `value`; `None` for a value
+/// with a line break, which neither can hold.
+pub fn env_file_line(key: &str, value: &str) -> Option<String> {
+    if value.contains(['\n', '\r']) {
+        return None;
+    }
+    if !value.contains('\'') {
+        return Some(format!("{key}='{value}'\n"));
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    Some(format!("{key}=\"{escaped}\"\n"))
+}
 const FLAGS_NAME: &str = "command-line flag";
 
 /// A layer of exact strings: `MSS_BACKUP_S3_BUCKET=0123` stays `"0123"`.
 struct Layer {
     name: &'static str,
+    source: Option<PathBuf>,
     values: Dict,
 }
 
 impl Layer {
+    /// `MSS_BACKUP_*` lines of the environment file.
+    fn env_file(vars: &Env, path: Option<&Path>) -> Self {
+        let mut layer = Self::env(vars);
+        layer.name = ENV_FILE_NAME;
+        layer.source = path.map(Path::to_path_buf);
+        layer
+    }
+
     /// `MSS_BACKUP_*` variables; keys are the lower-cased rest of the name.
     fn env(env: &Env) -> Self {
         let values = env
@@ -287,6 +428,7 @@ impl Layer {
             .collect();
         Self {
             name: ENV_NAME,
+            source: None,
             values,
         }
     }
@@ -298,6 +440,7 @@ impl Layer {
             .collect();
         Self {
             name: FLAGS_NAME,
+            source: None,
             values,
         }
     }
@@ -305,7 +448,10 @@ impl Layer {
 
 impl Provider for Layer {
     fn metadata(&self) -> Metadata {
-        Metadata::named(self.name)
+        match &self.source {
+            Some(path) => Metadata::from(self.name, figment::Source::File(path.clone())),
+            None => Metadata::named(self.name),
+        }
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
@@ -345,6 +491,35 @@ mod tests {
             s.data_dir,
             PathBuf::from("/home/mss/Projects/sound-machine/cloud-data")
         );
+    }
+
+    #[test]
+    fn env_file_lines_read_back_exactly() {
+        for value in ["plain", "0123", "it's", "a\"b\\c$d`e", "", "sp ace"] {
+            let line = env_file_line("MSS_BACKUP_X", value).unwrap();
+            let parsed = parse_env_file(&line).unwrap();
+            assert_eq!(
+                parsed.get("MSS_BACKUP_X").map(String::as_str),
+                Some(value),
+                "{line}"
+            );
+        }
+        assert_eq!(env_file_line("K", "two\nlines"), None);
+        assert_eq!(parse_env_file("# comment\n\nNOT A LINE"), Err(3));
+    }
+
+    #[test]
+    fn shrink_guard_takes_fractions_percentages_and_off() {
+        assert_eq!(parse_shrink_guard("0.5", "x").unwrap(), Some(0.5));
+        assert_eq!(parse_shrink_guard("25%", "x").unwrap(), Some(0.25));
+        assert_eq!(parse_shrink_guard("off", "x").unwrap(), None);
+        for bad in ["1.5", "-0.1", "half", ""] {
+            let err = parse_shrink_guard(bad, "MSS_BACKUP_SHRINK_GUARD=v").unwrap_err();
+            assert!(
+                err.0.starts_with("MSS_BACKUP_SHRINK_GUARD=v is not valid"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! The nightly timer: systemd **user** units that run the same
+//! `mss-backup` an operator runs by hand, at 03:15 by default, catching up
+//! after the VM was off (`Persistent=true`). A unit does not see the
+//! shell's environment, so the variables that switch targets on (and the
+//! S3 credentials) are written to `~/.config/mss-backup/env` (0600), which
+//! the service reads with `EnvironmentFile=` and manual runs read too.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{self, ConfigError, Env, Settings};
+
+pub const SERVICE: &str = "mss-backup.service";
+pub const TIMER: &str = "mss-backup.timer";
+
+/// Variables outside our prefix that the nightly run needs too.
+const CREDENTIAL_VARS: [&str; 6] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+];
+
+/// Where user units live.
+pub fn unit_dir(home: &Path) -> PathBuf {
+    home.join(".config/systemd/user")
+}
+
+/// `HH:MM` to systemd's `*-*-* HH:MM:00`.
+pub fn on_calendar(at: &str) -> Result<String, ConfigError> {
+    let valid = at.split_once(':').and_then(|(h, m)| {
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && at.len() == 5).then_some((h, m))
+    });
+    match valid {
+        Some((h, m)) => Ok(format!("*-*-* {h:02}:{m:02}:00")),
+        None => Err(ConfigError(format!(
+            "--at {at} is not valid: use a 24-hour time HH:MM, like 03:15"
+        ))),
+    }
+}
+
+/// The service unit: one backup, niced and idle-class I/O, no restart loop.
+pub fn service_unit(exe: &Path, env_file: &Path) -> String {
+    format!(
+        "[Unit]\n\
+         Description=MSS backup (mss-backup)\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         ExecStart={exe} backup\n\
+         EnvironmentFile=-{env}\n\
+         Nice=10\n\
+         IOSchedulingClass=idle\n",
+        exe = exe.display(),
+        env = env_file.display()
+    )
+}
+
+/// The timer unit: daily at `calendar`, caught up at boot if missed.
+pub fn timer_unit(calendar: &str, random_delay: Option<&str>) -> String {
+    let mut unit = format!(
+        "[Unit]\n\
+         Description=Nightly MSS backup\n\
+         \n\
+         [Timer]\n\
+         OnCalendar={calendar}\n\
+         Persistent=true\n"
+    );
+    if let Some(delay) = random_delay {
+        let _ = writeln!(unit, "RandomizedDelaySec={delay}");
+    }
+    unit.push_str("\n[Install]\nWantedBy=timers.target\n");
+    unit
+}
+
+/// The environment file: every `MSS_BACKUP_*` variable set now (except the
+/// ones that only make sense for this one shell) and the S3 credentials.
+pub fn env_file_contents(env: &Env) -> Result<String, ConfigError> {
+    let mut out = String::from(
+        "# Written by `mss-backup schedule install`: the settings the nightly\n\
+         # run uses (manual runs read it too). Contains secrets: keep it 0600.\n",
+    );
+    let wanted = env.iter().filter(|(k, _)| {
+        (k.starts_with(config::ENV_PREFIX) || CREDENTIAL_VARS.contains(&k.as_str()))
+            && !k.is_empty()
+    });
+    for (key, value) in wanted {
+        let line = config::env_file_line(key, value).ok_or_else(|| {
+            ConfigError(format!(
+                "{key} contains a line break and cannot go into the environment file (set it without one)"
+            ))
+        })?;
+        out.push_str(&line);
+    }
+    Ok(out)
+}
+
+/// Whether `systemctl --user` can reach a user manager here.
+fn user_systemd_reachable() -> bool {
+    Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn systemctl(args: &[&str]) -> Result<()> {
+    let out = Command::new("systemctl")
+        .arg("--user")
+        .args(args)
+        .output()
+        .context("cannot run systemctl")?;
+    if !out.status.success() {
+        bail!(
+            "systemctl --user {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn enable_commands() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "$USER".to_string());
+    format!(
+        "  systemctl --user daemon-reload\n  systemctl --user enable --now {TIMER}\n  loginctl enable-linger {user}    # so it runs without a login session\n"
+    )
+}
+
+/// `schedule install`: writes the env file and both units, then enables the
+/// timer where a user systemd is reachable.
+pub fn install(settings: &Settings, env: &Env, at: &str) -> Result<()> {
+    let calendar = on_calendar(at)?;
+    let random_delay = settings.string("random_delay")?;
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("cannot find the path of this mss-backup binary")?;
+    let env_file = settings.home.join(config::ENV_FILE);
+    let units = unit_dir(&settings.home);
+    mss_backup_core::durable::create_private_dir(durable_parent(&env_file))
+        .with_context(|| format!("cannot create {}", durable_parent(&env_file).display()))?;
+    std::fs::create_dir_all(&units)
+        .with_context(|| format!("cannot create {}", units.display()))?;
+    let contents = env_file_contents(env)?;
+    mss_backup_core::durable::write_atomic(&env_file, contents.as_bytes())
+        .with_context(|| format!("cannot write {}", env_file.display()))?;
+    let service = units.join(SERVICE);
+    let timer = units.join(TIMER);
+    mss_backup_core::durable::write_atomic(&service, service_unit(&exe, &env_file).as_bytes())
+        .with_context(|| format!("cannot write {}", service.display()))?;
+    mss_backup_core::durable::write_atomic(
+        &timer,
+        timer_unit(&calendar, random_delay.as_deref()).as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", timer.display()))?;
+    let count = contents.lines().filter(|l| !l.starts_with('#')).count();
+    println!("Wrote {} and {}", service.display(), timer.display());
+    println!(
+        "Wrote {} ({count} variables, 0600): the nightly run sees the same settings as this shell",
+        env_file.display()
+    );
+    if user_systemd_reachable() {
+        systemctl(&["daemon-reload"])?;
+        systemctl(&["enable", "--now", TIMER])?;
+        println!("Enabled {TIMER}: next run at {calendar} (`mss-backup schedule status` shows it)");
+        println!("For runs without a login session: loginctl enable-linger $USER");
+    } else {
+        println!("No user systemd is reachable from here; to enable the timer run:");
+        print!("{}", enable_commands());
+    }
+    Ok(())
+}
+
+fn durable_parent(path: &Path) -> &Path {
+    mss_backup_core::durable::parent_dir(path)
+}
+
+/// `schedule remove`: disables the timer and removes both units. The env
+/// file stays: manual runs still read it.
+pub fn remove(settings: &Settings) -> Result<()> {
+    let units = unit_dir(&settings.home);
+    if user_systemd_reachable() {
+        let _ = systemctl(&["disable", "--now", TIMER]);
+    }
+    for name in [TIMER, SERVICE] {
+        let path = units.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => println!("Removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+    if user_systemd_reachable() {
+        systemctl(&["daemon-reload"])?;
+    }
+    println!(
+        "Kept {} (manual runs read it; delete it if you no longer want these settings)",
+        settings.home.join(config::ENV_FILE).display()
+    );
+    Ok(())
+}
+
+/// `schedule status`: the units, the next run, the last result.
+pub fn status(settings: &Settings) -> Result<bool> {
+    let units = unit_dir(&settings.home);
+    let mut ok = true;
+    for name in [SERVICE, TIMER] {
+        let path = units.join(name);
+        let there = path.is_file();
+        ok &= there;
+        println!(
+            "{name}: {}",
+            if there {
+                path.display().to_string()
+            } else {
+                "not installed (run `mss-backup schedule install`)".into()
+            }
+        );
+    }
+    let text = std::fs::read_to_string(units.join(TIMER)).unwrap_or_default();
+    if let Some(cal) = text.lines().find_map(|l| l.strip_prefix("OnCalendar=")) {
+        println!(
+            "schedule: {cal} (Persistent: a run missed while the VM was off happens at the next boot)"
+        );
+    }
+    if user_systemd_reachable() {
+        let out = Command::new("systemctl")
+            .args(["--user", "list-timers", TIMER, "--no-pager"])
+            .output()
+            .context("cannot run systemctl")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    } else {
+        println!("next run: unknown (no user systemd reachable from here)");
+    }
+    match mss_backup_core::status::read(&settings.backup_dir)? {
+        Some(last) => println!(
+            "last run: {:?}, finished {}{}",
+            last.status,
+            last.finished_at,
+            last.error.map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+        None => println!("last run: none yet"),
+    }
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_accepts_only_real_times() {
+        assert_eq!(on_calendar("03:15").unwrap(), "*-*-* 03:15:00");
+        assert_eq!(on_calendar("23:59").unwrap(), "*-*-* 23:59:00");
+        for bad in ["3:15", "24:00", "12:60", "noon", "03:15:00"] {
+            assert!(on_calendar(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_file_keeps_our_variables_and_credentials_only() {
+        let env: Env = [
+            ("MSS_BACKUP_S3_BUCKET", "0123"),
+            ("AWS_SECRET_ACCESS_KEY", "it's secret"),
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/mss"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let text = env_file_contents(&env).unwrap();
+        let parsed = config::parse_env_file(&text).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed["MSS_BACKUP_S3_BUCKET"], "0123");
+        assert_eq!(parsed["AWS_SECRET_ACCESS_KEY"], "it's secret");
+    }
+}
