@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,17 +38,27 @@ pub struct Global {
     /// How many backups to keep (MSS_BACKUP_RETENTION; default 7).
     #[arg(long, global = true, value_name = "N")]
     pub retention: Option<String>,
+    /// No progress bars and no summary (failures are still reported on stderr).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Make one backup now (the default).
-    Backup,
-    /// List backups on disk, newest first.
+    Backup {
+        /// Print the status document (last_backup.json) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups on disk (or on an offsite target), newest first.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Where to list: the archive dir, or a configured offsite target.
+        #[arg(long, value_name = "TARGET", default_value = "local")]
+        target: ListTarget,
     },
     /// Show the last run from last_backup.json; exit 1 if it failed or is too old.
     Status {
@@ -64,8 +74,51 @@ pub enum Command {
         /// Archive path or name in the archive dir (default: latest).
         archive: Option<String>,
     },
+    /// Restore the database, the audio or everything from a backup: verified and staged first, the replaced data kept as a safety net.
+    Restore {
+        /// db (data/sound_machine.db), sounds (Sounds/) or all (everything in cloud-data/).
+        what: RestoreWhat,
+        /// The backup: latest, a name in the archive dir, or a path.
+        #[arg(long, value_name = "ARCHIVE", default_value = "latest")]
+        from: String,
+        /// Verify and stage, print the plan, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Neither stop nor start MSS (stop it yourself first).
+        #[arg(long)]
+        no_stop: bool,
+    },
     /// Show the resolved configuration and where each value came from.
     Config,
+    /// The nightly systemd user timer (03:15 by default, caught up after downtime).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+    /// Copy an existing backup to an offsite target now, then apply that target's retention.
+    Copy {
+        /// The target, as configured: usb (MSS_BACKUP_USB_PATH) or rsync (MSS_BACKUP_RSYNC_DEST).
+        target: CopyTarget,
+        /// Archive path or name in the archive dir (default: latest).
+        archive: Option<String>,
+    },
+    /// Prepare a USB stick.
+    Usb {
+        #[command(subcommand)]
+        command: UsbCommand,
+    },
+    /// Check the set-up: config, data, database, free space, lock, each enabled target, the timer.
+    Doctor,
+    /// Print a shell completion script, e.g. `mss-backup completions bash > /etc/bash_completion.d/mss-backup`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `mss-backup man > /usr/local/share/man/man1/mss-backup.1`.
+    Man,
     /// Make a small sample cloud-data/ in a temp dir, back it up, verify it, show where it all is.
     Demo {
         /// Size of the sample audio in MiB.
@@ -81,4 +134,62 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+/// Where `list` looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListTarget {
+    /// The archive dir (MSS_BACKUP_DIR/archive).
+    Local,
+    /// The USB stick at MSS_BACKUP_USB_PATH.
+    Usb,
+    /// The rsync-over-SSH destination MSS_BACKUP_RSYNC_DEST.
+    Rsync,
+    /// The S3 bucket MSS_BACKUP_S3_BUCKET, under its prefix.
+    S3,
+}
+
+/// An offsite target `copy` can write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CopyTarget {
+    /// The USB stick at MSS_BACKUP_USB_PATH.
+    Usb,
+    /// The rsync-over-SSH destination MSS_BACKUP_RSYNC_DEST.
+    Rsync,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsbCommand {
+    /// Label the stick mounted at PATH: writes PATH/.mss-backup-target, which MSS_BACKUP_USB_LABEL=LABEL then requires.
+    Init {
+        /// The stick's mount point, e.g. /media/backup-stick.
+        path: PathBuf,
+        /// A short name for this stick, e.g. mss-stick-1.
+        label: String,
+    },
+}
+
+/// What `restore` puts back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestoreWhat {
+    /// data/sound_machine.db only.
+    Db,
+    /// Sounds/ only.
+    Sounds,
+    /// Everything in cloud-data/.
+    All,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Write the user units and ~/.config/mss-backup/env (the current MSS_BACKUP_* and AWS_* variables), then enable the timer.
+    Install {
+        /// Time of day, 24-hour HH:MM.
+        #[arg(long, default_value = "03:15")]
+        at: String,
+    },
+    /// Disable the timer and remove the units (the env file stays).
+    Remove,
+    /// Show the units, the next run and the last result; exit 1 if not installed.
+    Status,
 }

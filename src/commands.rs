@@ -14,12 +14,14 @@ use mss_backup_core::status::{self, Outcome, RunStatus};
 use mss_backup_core::{RetentionPolicy, Target, verify};
 use mss_backup_target_local::{DirTarget, local};
 
-use crate::cli::{Cli, Command, Global};
+use crate::cli::{Cli, Command, Global, ListTarget, ScheduleCommand, UsbCommand};
 use crate::config::{self, ConfigError, Overrides, Settings};
+use crate::monitor::Monitor;
 use crate::{EXIT_FAILED, EXIT_LOCKED};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let command = cli.command.unwrap_or(Command::Backup);
+    crate::progress::set_quiet(cli.global.quiet);
+    let command = cli.command.unwrap_or(Command::Backup { json: false });
     match command {
         Command::SampleData {
             dir,
@@ -27,23 +29,71 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             seed,
         } => sample_data(&dir, audio_mib, seed),
         Command::Demo { audio_mib } => demo(audio_mib),
+        Command::Doctor => Ok(crate::doctor::run(&cli.global)),
+        Command::Completions { shell } => crate::manual::completions(shell),
+        Command::Man => crate::manual::man(),
+        Command::Usb {
+            command: UsbCommand::Init { path, label },
+        } => crate::offsite_cmd::usb_init(&path, &label),
         command => {
             let settings = load_settings(&cli.global)?;
             match command {
-                Command::Backup => run_backup(&settings),
-                Command::List { json } => list(&settings, json),
+                Command::Backup { json } => run_backup(&settings, json),
+                Command::List { json, target } => list_on(&settings, target, json),
                 Command::Status { json, max_age } => {
                     show_status(&settings, json, max_age.as_deref())
                 }
                 Command::Verify { archive } => verify_archive(&settings, archive.as_deref()),
+                Command::Restore {
+                    what,
+                    from,
+                    dry_run,
+                    yes,
+                    no_stop,
+                } => crate::restore::run(
+                    &settings,
+                    &crate::restore::Options {
+                        mode: what.mode(),
+                        from,
+                        dry_run,
+                        yes,
+                        no_stop,
+                    },
+                ),
                 Command::Config => show_config(&settings),
-                Command::Demo { .. } | Command::SampleData { .. } => unreachable!("handled above"),
+                Command::Schedule { command } => schedule(&settings, command),
+                Command::Copy { target, archive } => {
+                    crate::offsite_cmd::copy(&settings, target, archive.as_deref())
+                }
+                Command::Demo { .. }
+                | Command::SampleData { .. }
+                | Command::Usb { .. }
+                | Command::Doctor
+                | Command::Completions { .. }
+                | Command::Man => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
 }
 
-fn load_settings(global: &Global) -> Result<Settings> {
+fn schedule(settings: &Settings, command: ScheduleCommand) -> Result<ExitCode> {
+    match command {
+        ScheduleCommand::Install { at } => {
+            crate::schedule::install(settings, &config::process_env(), &at)?
+        }
+        ScheduleCommand::Remove => crate::schedule::remove(settings)?,
+        ScheduleCommand::Status => {
+            if !crate::schedule::status(settings)? {
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn load_settings(global: &Global) -> Result<Settings> {
     let mut flags = Overrides::new();
     for (key, value) in [
         ("project_dir", &global.project_dir),
@@ -62,8 +112,12 @@ fn load_settings(global: &Global) -> Result<Settings> {
     )?)
 }
 
-fn plan(settings: &Settings) -> Plan {
-    Plan {
+pub(crate) fn plan(settings: &Settings) -> Result<Plan, ConfigError> {
+    let shrink_guard = match settings.raw("shrink_guard")? {
+        Some(raw) => config::parse_shrink_guard(&raw.value, &raw.what)?,
+        None => Some(config::DEFAULT_SHRINK_GUARD),
+    };
+    Ok(Plan {
         project_dir: settings.project_dir.clone(),
         data_dir: settings.data_dir.clone(),
         backup_dir: settings.backup_dir.clone(),
@@ -72,27 +126,69 @@ fn plan(settings: &Settings) -> Plan {
         },
         db_busy_timeout: Duration::from_secs(60),
         gz: Default::default(),
-    }
+        shrink_guard,
+    })
 }
 
-fn run_backup(settings: &Settings) -> Result<ExitCode> {
+fn run_backup(settings: &Settings, json: bool) -> Result<ExitCode> {
     let offsite = crate::targets::offsite(settings)?;
-    backup_with(&plan(settings), &offsite)
+    let plan = plan(settings)?;
+    let monitor = Monitor::from_settings(settings)?;
+    check_backup_dir_owner(settings)?;
+    backup_with(&plan, &offsite, &monitor, json)
 }
 
-fn backup_with(plan: &Plan, offsite: &[Destination]) -> Result<ExitCode> {
+/// Refuses, before anything is written, a backup dir that belongs to
+/// another user, unless `MSS_BACKUP_ALLOW_OTHER_OWNER` says it is meant.
+pub(crate) fn check_backup_dir_owner(settings: &Settings) -> Result<(), ConfigError> {
+    if settings.flag("allow_other_owner")?.unwrap_or(false) {
+        return Ok(());
+    }
+    backup::check_dir_owner(&settings.backup_dir).map_err(|e| ConfigError(e.to_string()))
+}
+
+/// One backup with monitoring and, at a terminal, progress bars. `json`
+/// prints the status document on stdout; `--quiet` drops the summary of a
+/// good run (a failure is still reported on stderr, for cron's mail).
+fn backup_with(
+    plan: &Plan,
+    offsite: &[Destination],
+    monitor: &Monitor,
+    json: bool,
+) -> Result<ExitCode> {
     crate::logging::to_backup_log(&plan.backup_dir)
         .with_context(|| format!("cannot open the log in {}", plan.backup_dir.display()))?;
     let local = local(plan.archive_dir());
-    let report = match backup::run(plan, &local, offsite) {
+    let before = crate::monitor::Before::capture(&plan.backup_dir);
+    let progress = crate::progress::for_stderr();
+    let started = || monitor.started();
+    let hooks = backup::Hooks {
+        started: &started,
+        progress: progress.as_ref(),
+    };
+    let report = match backup::run_with(plan, &local, offsite, &hooks) {
         Ok(report) => report,
         Err(e @ LockError::Held { .. }) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(EXIT_LOCKED));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            monitor.failed_early(&e.to_string());
+            return Err(e.into());
+        }
     };
-    print_summary(plan, &report);
+    monitor.finished(
+        &report,
+        before.previous.as_ref(),
+        &plan.backup_dir.join(status::LOG_FILE),
+        before.log_start,
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if !crate::progress::quiet() || report.status != Outcome::Success {
+        print_summary(plan, &report);
+    }
     Ok(exit_for(report.status))
 }
 
@@ -179,6 +275,61 @@ fn list(settings: &Settings, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `list [--target local|usb|rsync|s3]`. An offsite target's complete
+/// backups are listed newest first by their names alone (what every target
+/// can tell).
+fn list_on(settings: &Settings, which: ListTarget, json: bool) -> Result<ExitCode> {
+    let (enabled, fix) = match which {
+        ListTarget::Local => return list(settings, json),
+        ListTarget::Usb => (
+            crate::targets::usb(settings)?,
+            "MSS_BACKUP_USB_PATH is not set (set it to the stick's mount point)",
+        ),
+        ListTarget::Rsync => (
+            crate::targets::rsync(settings)?,
+            "MSS_BACKUP_RSYNC_DEST is not set (set it to [user@]host:/path)",
+        ),
+        ListTarget::S3 => (
+            crate::targets::s3(settings)?,
+            "MSS_BACKUP_S3_BUCKET is not set (set it to the bucket that holds the backups)",
+        ),
+    };
+    let Some(enabled) = enabled else {
+        return Err(ConfigError(fix.to_string()).into());
+    };
+    let target = enabled.destination.target;
+    let mut names = target.list()?;
+    names.reverse();
+    let now = Local::now().naive_local();
+    if json {
+        let rows: Vec<serde_json::Value> = names
+            .iter()
+            .map(|name| {
+                serde_json::json!({
+                    "name": name.file_name(),
+                    "target": target.name(),
+                    "created": name.timestamp().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    "age_seconds": (now - name.timestamp()).num_seconds(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if names.is_empty() {
+        println!("No backups on {}", target.name());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for name in &names {
+        println!(
+            "{}  {}",
+            name.file_name(),
+            human_age(now - name.timestamp())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result<ExitCode> {
     let max_age = max_age
         .map(|text| {
@@ -219,6 +370,14 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
         for warning in &report.warnings {
             println!("  warning: {warning}");
         }
+        for held in &report.shrink_guard.kept {
+            println!(
+                "  shrink guard: keeping {} ({} files, {}) beyond retention: a later backup held far less (see MSS_BACKUP_SHRINK_GUARD)",
+                held.archive,
+                held.files,
+                human_bytes(held.size_bytes)
+            );
+        }
     }
     if report.status != Outcome::Success {
         return Ok(ExitCode::from(EXIT_FAILED));
@@ -244,7 +403,7 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
 }
 
 /// `26h`, `90m`, `2d`, `45s`.
-fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
@@ -259,7 +418,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(number.checked_mul(seconds)?))
 }
 
-fn resolve_archive(settings: &Settings, archive: Option<&str>) -> PathBuf {
+pub(crate) fn resolve_archive(settings: &Settings, archive: Option<&str>) -> PathBuf {
     let archive_dir = backup::archive_dir(&settings.backup_dir);
     match archive {
         None => archive_dir.join(LATEST),
@@ -280,7 +439,8 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
         .prefix("mss-backup-verify-")
         .tempdir()
         .context("cannot create a temp dir for verify")?;
-    match verify::verify(&path, scratch.path()) {
+    let progress = crate::progress::for_stderr();
+    match verify::verify_with(&path, scratch.path(), progress.as_ref()) {
         Ok(v) => {
             println!(
                 "Verified {}: sha256 matches its checksum file, {} files match MANIFEST.sha256, database integrity_check ok ({} pages, user_version {})",
@@ -305,12 +465,44 @@ fn show_config(settings: &Settings) -> Result<ExitCode> {
         ("dir", settings.backup_dir.display().to_string()),
         ("retention", settings.retention.to_string()),
     ];
-    for (key, value) in rows {
+    let core_keys: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
+    for (key, value) in &rows {
         println!("{key:<12} {value:<50} ({})", settings.origin(key));
+    }
+    // Every other setting that is set, secrets redacted.
+    for key in settings.keys() {
+        if core_keys.contains(&key.as_str()) {
+            continue;
+        }
+        let Some(raw) = settings.raw(&key)? else {
+            continue;
+        };
+        let secret = ["secret", "password", "token", "access_key"]
+            .iter()
+            .any(|word| key.contains(word));
+        let value = if secret {
+            "(set, hidden)".to_string()
+        } else if key == "ping_url" {
+            // Its path is the check's secret.
+            crate::monitor::redact(&raw.value)
+        } else {
+            raw.value
+        };
+        println!("{key:<12} {value:<50} ({})", raw.origin);
     }
     match &settings.file {
         Some(file) => println!("config file  {}", file.display()),
         None => println!("config file  none (set {} to use one)", config::CONFIG_VAR),
+    }
+    match &settings.env_file {
+        Some(file) => println!(
+            "env file     {} (written by `mss-backup schedule install`)",
+            file.display()
+        ),
+        None => println!(
+            "env file     none (`mss-backup schedule install` writes ~/{})",
+            config::ENV_FILE
+        ),
     }
     println!(
         "targets      local ({})",
@@ -364,8 +556,9 @@ fn demo(audio_mib: u64) -> Result<ExitCode> {
         },
         db_busy_timeout: Duration::from_secs(60),
         gz: Default::default(),
+        shrink_guard: Some(config::DEFAULT_SHRINK_GUARD),
     };
-    let code = backup_with(&plan, &[])?;
+    let code = backup_with(&plan, &[], &Monitor::none(), false)?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
@@ -403,7 +596,7 @@ fn demo(audio_mib: u64) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

@@ -7,7 +7,14 @@
 mod cli;
 mod commands;
 mod config;
+mod doctor;
 mod logging;
+mod manual;
+mod monitor;
+mod offsite_cmd;
+mod progress;
+mod restore;
+mod schedule;
 mod targets;
 
 use std::process::ExitCode;

@@ -7,3 +7,9 @@ mod support;
 
 mod backup;
 mod cli;
+mod faults;
+mod ops;
+mod restore;
+mod s3;
+mod schedule;
+mod targets;

@@ -115,8 +115,10 @@ impl Listing {
 }
 
 /// Lists everything under `data_dir` except the live database files (the
-/// database goes in as a snapshot), sorted into archive order.
-pub fn list(data_dir: &Path) -> io::Result<Listing> {
+/// database goes in as a snapshot), sorted into archive order. A file or
+/// dir that cannot be read is an error naming it; one deleted while the
+/// walk passes is a warning naming it (never a silent omission).
+pub fn list(data_dir: &Path) -> Result<Listing, ArchiveError> {
     let mut listing = Listing::default();
     walk(data_dir, "", &mut listing)?;
     listing
@@ -125,10 +127,26 @@ pub fn list(data_dir: &Path) -> io::Result<Listing> {
     Ok(listing)
 }
 
-fn walk(dir: &Path, prefix: &str, listing: &mut Listing) -> io::Result<()> {
-    let mut names: Vec<_> = fs::read_dir(dir)?
+fn walk(dir: &Path, prefix: &str, listing: &mut Listing) -> Result<(), ArchiveError> {
+    let read_err = |source| ArchiveError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !prefix.is_empty() => {
+            listing.warnings.push(format!(
+                "{} vanished during the backup",
+                prefix.trim_end_matches('/')
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut names: Vec<_> = entries
         .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(read_err)?;
     names.sort();
     for name in names {
         let path = dir.join(&name);
@@ -145,8 +163,13 @@ fn walk(dir: &Path, prefix: &str, listing: &mut Listing) -> io::Result<()> {
         }
         let meta = match fs::symlink_metadata(&path) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                listing
+                    .warnings
+                    .push(format!("{rel} vanished during the backup"));
+                continue;
+            }
+            Err(source) => return Err(ArchiveError::Read { path, source }),
         };
         let file_type = meta.file_type();
         let kind = if file_type.is_file() {

@@ -4,7 +4,7 @@
 //! happened. A crash at any point leaves no file under a backup's name.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,15 +13,18 @@ use chrono::{Local, SecondsFormat};
 use crate::archive::{self, ArchiveError, ArchiveWriter, DB_PATH, Section};
 use crate::durable;
 use crate::gz::GzOptions;
+use crate::inflate;
 use crate::inventory::{self, InventoryInput};
 use crate::lock::{self, LockError};
 use crate::manifest;
 use crate::name::ArtifactName;
+use crate::progress::{NoProgress, OffsetWatch, Phase, Progress};
 use crate::retention::{self, RetentionPolicy};
 use crate::snapshot;
-use crate::status::{self, Outcome, RetentionStatus, RunStatus, TargetStatus};
+use crate::status::{
+    self, Holding, Outcome, RetentionStatus, RunStatus, ShrinkGuard, TargetStatus,
+};
 use crate::target::{Artifact, Target};
-use crate::verify;
 
 /// What to back up, where, and how many to keep.
 #[derive(Debug, Clone)]
@@ -33,6 +36,10 @@ pub struct Plan {
     /// How long to keep retrying while the database is locked.
     pub db_busy_timeout: Duration,
     pub gz: GzOptions,
+    /// A backup holding under this fraction of the previous one's files or
+    /// bytes is a warning, and the previous one is held back from
+    /// retention (see [`status::ShrinkGuard`]); `None` switches it off.
+    pub shrink_guard: Option<f64>,
 }
 
 impl Plan {
@@ -75,10 +82,28 @@ pub enum BackupError {
         "The disk holding {0} filled up during the backup; the partial archive was removed (free some space or lower MSS_BACKUP_RETENTION)"
     )]
     DiskFull(PathBuf),
+    #[error(
+        "cannot read {path}: {source} (a backup without it would be incomplete: make it readable for the user mss-backup runs as, or move it out of cloud-data)"
+    )]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error(
+        "{0} is a symlink: mss-backup never follows archive/ out of the backup dir (make it a real directory, or point MSS_BACKUP_DIR at the other disk)"
+    )]
+    ArchiveDirSymlink(PathBuf),
+    #[error(
+        "the backup dir {dir} belongs to {owner}, but mss-backup runs as {user}: files written now would not be usable by the owner's nightly run (run it as {owner}, e.g. `sudo -u {owner} mss-backup ...`, or set MSS_BACKUP_ALLOW_OTHER_OWNER=true)"
+    )]
+    OtherOwner {
+        dir: PathBuf,
+        owner: String,
+        user: String,
+    },
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
-    #[error(transparent)]
-    Verify(#[from] verify::VerifyError),
+    #[error(
+        "the archive {path} does not read back as written: {detail} (check the disk; the partial was removed)"
+    )]
+    ReadBack { path: PathBuf, detail: String },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -96,6 +121,25 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Backup
     }
 }
 
+/// What the caller sees of a run while it happens: the binary's progress
+/// bars and monitoring pings, without core knowing either.
+pub struct Hooks<'a> {
+    /// Called once the lock is held, before any work. A run refused by the
+    /// lock never calls it, so a monitor is never told that a run started
+    /// when it did not.
+    pub started: &'a dyn Fn(),
+    /// Bytes archived, read back and copied to each offsite target.
+    pub progress: &'a dyn Progress,
+}
+
+impl Hooks<'static> {
+    /// No progress, nobody told.
+    pub const NONE: Hooks<'static> = Hooks {
+        started: &|| {},
+        progress: &NoProgress,
+    };
+}
+
 /// Runs one backup under the lock. `Err` only when another run holds the
 /// lock (nothing was touched); every other outcome is in the returned
 /// status, which has also been written to `last_backup.json`.
@@ -104,11 +148,22 @@ pub fn run(
     local: &dyn Target,
     offsite: &[Destination],
 ) -> Result<RunStatus, LockError> {
+    run_with(plan, local, offsite, &Hooks::NONE)
+}
+
+/// [`run`], telling `hooks` when the run starts and how far it got.
+pub fn run_with(
+    plan: &Plan,
+    local: &dyn Target,
+    offsite: &[Destination],
+    hooks: &Hooks<'_>,
+) -> Result<RunStatus, LockError> {
     durable::create_private_dir(&plan.backup_dir).map_err(|source| LockError::Io {
         path: plan.backup_dir.clone(),
         source,
     })?;
     let _lock = lock::acquire(&plan.backup_dir)?;
+    (hooks.started)();
     let clock = Instant::now();
     let started_at = now_rfc3339();
     tracing::info!(data_dir = %plan.data_dir.display(), "backup started");
@@ -125,16 +180,33 @@ pub fn run(
         error: None,
         targets: Vec::new(),
         retention: RetentionStatus::default(),
+        // Carried over: a failed run changes nothing the guard knows.
+        shrink_guard: status::read(&plan.backup_dir)
+            .ok()
+            .flatten()
+            .map(|previous| previous.shrink_guard)
+            .unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         host: status::host_name(),
     };
-    match make_artifact(plan, &mut report.warnings) {
+    match make_artifact(plan, &mut report.warnings, hooks.progress) {
         Ok((artifact, files)) => {
             report.archive = Some(artifact.name.file_name());
             report.size_bytes = Some(artifact.size);
             report.sha256 = Some(artifact.sha256.clone());
             report.files = files;
-            deliver(plan, local, offsite, &artifact, &mut report);
+            let holding = Holding {
+                archive: artifact.name.file_name(),
+                files,
+                size_bytes: artifact.size,
+            };
+            guard_shrink(
+                plan,
+                &holding,
+                &mut report.shrink_guard,
+                &mut report.warnings,
+            );
+            deliver(plan, local, offsite, &artifact, &mut report, hooks.progress);
         }
         Err(e) => {
             tracing::error!("backup failed: {e}");
@@ -162,8 +234,9 @@ fn deliver(
     offsite: &[Destination],
     artifact: &Artifact,
     report: &mut RunStatus,
+    progress: &dyn Progress,
 ) {
-    let local_ok = put_and_prune(local, plan.retention, artifact, report, true);
+    let local_ok = put_and_prune(local, plan.retention, artifact, report, true, progress);
     let mut all_ok = local_ok;
     for dest in offsite {
         all_ok &= put_and_prune(
@@ -172,6 +245,7 @@ fn deliver(
             artifact,
             report,
             false,
+            progress,
         );
     }
     if all_ok {
@@ -197,13 +271,28 @@ fn put_and_prune(
     artifact: &Artifact,
     report: &mut RunStatus,
     is_local: bool,
+    progress: &dyn Progress,
 ) -> bool {
     let clock = Instant::now();
+    let held: Vec<ArtifactName> = report
+        .shrink_guard
+        .kept
+        .iter()
+        .filter_map(|h| ArtifactName::parse(&h.archive))
+        .collect();
     let outcome = (|| {
         target.preflight()?;
-        target.put(artifact)?;
+        if is_local {
+            // The archive is already in place: nothing to show.
+            target.put(artifact)?;
+        } else {
+            progress.start(Phase::Upload(target.name()), artifact.size);
+            let put = target.put_with_progress(artifact, progress);
+            progress.finish();
+            put?;
+        }
         let names = target.list()?;
-        let doomed = retention::to_delete(&names, policy, Some(&artifact.name));
+        let doomed = retention::to_delete_holding(&names, policy, Some(&artifact.name), &held);
         let mut deleted = Vec::new();
         for name in &doomed {
             target.delete(name)?;
@@ -247,7 +336,16 @@ fn put_and_prune(
 
 /// Builds, checks and publishes the archive in the local archive dir.
 /// Returns the artifact and how many files it holds.
-fn make_artifact(plan: &Plan, warnings: &mut Vec<String>) -> Result<(Artifact, u64), BackupError> {
+fn make_artifact(
+    plan: &Plan,
+    warnings: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<(Artifact, u64), BackupError> {
+    // A restore killed mid-swap is finished first, so what is backed up is
+    // whole (and its safety net is where the log said).
+    for line in crate::restore::recover_interrupted(&plan.data_dir) {
+        warnings.push(line);
+    }
     if !plan.data_dir.is_dir() {
         return Err(BackupError::DataDirMissing(plan.data_dir.clone()));
     }
@@ -255,10 +353,14 @@ fn make_artifact(plan: &Plan, warnings: &mut Vec<String>) -> Result<(Artifact, u
     let live_db_meta =
         fs::metadata(&live_db).map_err(|_| BackupError::DatabaseMissing(live_db.clone()))?;
     let archive_dir = plan.archive_dir();
+    check_archive_dir(&plan.backup_dir)?;
     durable::create_private_dir(&archive_dir).map_err(io_err("cannot create", &archive_dir))?;
     remove_leftovers(plan)?;
 
-    let listing = archive::list(&plan.data_dir).map_err(io_err("cannot list", &plan.data_dir))?;
+    let listing = archive::list(&plan.data_dir).map_err(|e| match e {
+        ArchiveError::Read { path, source } => BackupError::Unreadable { path, source },
+        ArchiveError::Write(source) => io_err("cannot list", &plan.data_dir)(source),
+    })?;
     warnings.extend(listing.warnings.iter().cloned());
     for (section, rel) in [
         (Section::ServerId, archive::SERVER_ID_PATH),
@@ -299,11 +401,15 @@ fn make_artifact(plan: &Plan, warnings: &mut Vec<String>) -> Result<(Artifact, u
         &live_db,
         &live_db_meta,
         warnings,
+        progress,
     );
     let _ = fs::remove_dir_all(&staging);
     result
 }
 
+// The second half of `make_artifact`, split off to scope the staging dir;
+// a struct for its inputs would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn write_archive(
     plan: &Plan,
     archive_dir: &Path,
@@ -312,9 +418,22 @@ fn write_archive(
     live_db: &Path,
     live_db_meta: &fs::Metadata,
     warnings: &mut Vec<String>,
+    progress: &dyn Progress,
 ) -> Result<(Artifact, u64), BackupError> {
     let snapshot_path = staging.join("sound_machine.db");
-    let db = snapshot::snapshot(live_db, &snapshot_path, plan.db_busy_timeout)?;
+    // The snapshot is written in the backup dir too: a full disk there is
+    // the same fault as during the archive, and gets the same message.
+    let db = snapshot::snapshot(live_db, &snapshot_path, plan.db_busy_timeout).map_err(|e| {
+        match e {
+            snapshot::SnapshotError::Copy {
+                source: rusqlite::Error::SqliteFailure(ref failure, _),
+                ..
+            } if failure.code == rusqlite::ErrorCode::DiskFull => {
+                BackupError::DiskFull(archive_dir.to_path_buf())
+            }
+            e => BackupError::Snapshot(e),
+        }
+    })?;
     tracing::info!(
         pages = db.page_count,
         "database snapshot passed integrity_check"
@@ -328,6 +447,7 @@ fn write_archive(
     }
     let partial = archive_dir.join(format!(".{}.partial", name.file_name()));
     let final_path = archive_dir.join(name.file_name());
+    let db_size = fs::metadata(&snapshot_path).map(|m| m.len()).unwrap_or(0);
     let written = (|| {
         let file =
             durable::create_new_private(&partial).map_err(io_err("cannot create", &partial))?;
@@ -341,18 +461,22 @@ fn write_archive(
                 path: partial.clone(),
                 source: e,
             },
-            ArchiveError::Read { path, source } => BackupError::Io {
-                action: "cannot read",
-                path,
-                source,
-            },
+            ArchiveError::Read { path, source } => BackupError::Unreadable { path, source },
         };
-        writer
-            .add_file(Section::Database, DB_PATH, &snapshot_path, live_db_meta)
-            .map_err(write_err)?;
-        for entry in &listing.entries {
-            writer.add_entry(entry).map_err(write_err)?;
-        }
+        progress.start(Phase::Archive, db_size + listing.bytes());
+        let added = (|| {
+            writer
+                .add_file(Section::Database, DB_PATH, &snapshot_path, live_db_meta)
+                .map_err(write_err)?;
+            progress.advance(db_size);
+            for entry in &listing.entries {
+                writer.add_entry(entry).map_err(write_err)?;
+                progress.advance(entry.size);
+            }
+            Ok::<(), BackupError>(())
+        })();
+        progress.finish();
+        added?;
         let time = now_rfc3339();
         let host = status::host_name();
         let inventory = inventory::render(&InventoryInput {
@@ -379,8 +503,23 @@ fn write_archive(
                 io_err("cannot sync", &partial)(e)
             }
         })?;
-        // Read back what reached the disk before giving it a backup's name.
-        verify::verify_against(&partial, &written.sha256, staging)?;
+        tracing::info!(bytes = written.size, "archive written, reading it back");
+        // Read back what reached the disk before giving it a backup's name:
+        // every gzip member decodes with a good CRC, and the bytes on disk
+        // hash to what was written. (Members were hashed into the manifest
+        // as they were read; `mss-backup verify` rechecks them all.)
+        let unreadable = |detail: String| BackupError::ReadBack {
+            path: partial.clone(),
+            detail,
+        };
+        let digest =
+            read_back(&partial, written.size, progress).map_err(|e| unreadable(e.to_string()))?;
+        if digest.sha256 != written.sha256 || digest.size != written.size {
+            return Err(unreadable(format!(
+                "sha256 {} ({} bytes) on disk, {} ({} bytes) written",
+                digest.sha256, digest.size, written.sha256, written.size
+            )));
+        }
         Ok(written)
     })();
     let written = match written {
@@ -392,11 +531,30 @@ fn write_archive(
     };
     warnings.extend(written.warnings.iter().cloned());
 
-    fs::rename(&partial, &final_path).map_err(io_err("cannot rename", &partial))?;
-    durable::fsync_dir(archive_dir).map_err(io_err("cannot sync", archive_dir))?;
+    // The sidecar goes in first and the archive's rename last, so in the
+    // local archive dir an archive under its name always has its sidecar.
+    // A crash between the two leaves a lone sidecar, which the next run
+    // removes; the other order could leave a lone archive, which no run
+    // would ever list, keep or delete.
     let sidecar = archive_dir.join(name.sidecar_name());
     let line = manifest::sha256sum_line(&written.sha256, &name.file_name());
-    durable::write_atomic(&sidecar, line.as_bytes()).map_err(io_err("cannot write", &sidecar))?;
+    let published = durable::write_atomic(&sidecar, line.as_bytes())
+        .map_err(|e| {
+            if durable::is_disk_full(&e) {
+                BackupError::DiskFull(archive_dir.to_path_buf())
+            } else {
+                io_err("cannot write", &sidecar)(e)
+            }
+        })
+        .and_then(|()| {
+            fs::rename(&partial, &final_path).map_err(io_err("cannot rename", &partial))
+        });
+    if let Err(e) = published {
+        let _ = fs::remove_file(&partial);
+        let _ = fs::remove_file(&sidecar);
+        return Err(e);
+    }
+    durable::fsync_dir(archive_dir).map_err(io_err("cannot sync", archive_dir))?;
     tracing::info!(archive = %final_path.display(), bytes = written.size, sha256 = %written.sha256, "archive written and verified");
     Ok((
         Artifact {
@@ -410,8 +568,127 @@ fn write_archive(
     ))
 }
 
+/// Decodes the archive at `path` to its end, like [`inflate::check_file`],
+/// reporting the compressed bytes read.
+fn read_back(path: &Path, size: u64, progress: &dyn Progress) -> io::Result<inflate::FileDigest> {
+    let file = fs::File::open(path)?;
+    progress.start(Phase::ReadBack, size);
+    let result = (|| {
+        let mut watch = OffsetWatch::new(&file, progress)?;
+        let mut reader = inflate::GzReader::new(file);
+        let mut buf = vec![0u8; 1 << 20];
+        while reader.read(&mut buf)? > 0 {
+            watch.update();
+        }
+        let digest = reader.finish();
+        watch.update();
+        digest
+    })();
+    progress.finish();
+    result
+}
+
+/// Compares the backup just made (`now`) with the one before it: holding
+/// under `plan.shrink_guard` of its files or bytes is still a success, but
+/// a warning, and the previous backup is held back from retention until a
+/// backup holds as much again, so an emptied `Sounds/` cannot rotate every
+/// good backup out within `keep` nights. A held backup removed by hand is
+/// simply forgotten.
+fn guard_shrink(plan: &Plan, now: &Holding, guard: &mut ShrinkGuard, warnings: &mut Vec<String>) {
+    let last = guard.last.replace(now.clone());
+    let Some(fraction) = plan.shrink_guard else {
+        guard.kept.clear();
+        return;
+    };
+    let below = |then: &Holding| {
+        (now.files as f64) < fraction * then.files as f64
+            || (now.size_bytes as f64) < fraction * then.size_bytes as f64
+    };
+    let archive_dir = plan.archive_dir();
+    guard.kept.retain(|held| {
+        let present = archive_dir.join(&held.archive).is_file();
+        let keep = present && below(held);
+        if !keep {
+            tracing::info!(archive = %held.archive, present, "shrink guard: no longer holding it back from retention");
+        }
+        keep
+    });
+    let Some(last) = last.filter(|last| last.archive != now.archive && below(last)) else {
+        return;
+    };
+    let warning = format!(
+        "this backup holds {} files, {}, under {:.0}% of the previous backup {} ({} files, {}): is data missing from {}? {} is kept beyond retention until a backup holds as much again (MSS_BACKUP_SHRINK_GUARD)",
+        now.files,
+        mib(now.size_bytes),
+        fraction * 100.0,
+        last.archive,
+        last.files,
+        mib(last.size_bytes),
+        plan.data_dir.display(),
+        last.archive
+    );
+    tracing::warn!("{warning}");
+    warnings.push(warning);
+    if archive_dir.join(&last.archive).is_file()
+        && !guard.kept.iter().any(|h| h.archive == last.archive)
+    {
+        guard.kept.push(last);
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// Refuses an `archive/` that is a symlink: retention deletes in there, and
+/// must never do so outside the backup dir.
+pub fn check_archive_dir(backup_dir: &Path) -> Result<(), BackupError> {
+    let dir = archive_dir(backup_dir);
+    match fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(BackupError::ArchiveDirSymlink(dir)),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a backup dir that belongs to another user than the one running
+/// (root running a manual backup in mss's dir would leave root's files,
+/// which the nightly run as mss cannot replace or append to). A dir that
+/// does not exist yet is fine: it will be created as this user's.
+pub fn check_dir_owner(backup_dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(backup_dir) else {
+        return Ok(());
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() == uid {
+        return Ok(());
+    }
+    Err(BackupError::OtherOwner {
+        dir: backup_dir.to_path_buf(),
+        owner: user_name(meta.uid()),
+        user: user_name(uid),
+    })
+}
+
+/// The login name of `uid` from `/etc/passwd`, or `uid N`.
+fn user_name(uid: u32) -> String {
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?;
+                (id.parse() == Ok(uid)).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
 /// Removes what an interrupted run left: hidden partial and temp files of
-/// ours in the archive dir, and staging dirs in the backup dir.
+/// ours in the archive dir, staging dirs in the backup dir, and sidecars
+/// whose archive never got its name (see `write_archive`).
 fn remove_leftovers(plan: &Plan) -> Result<(), BackupError> {
     let archive_dir = plan.archive_dir();
     for (dir, prefix) in [
@@ -432,6 +709,22 @@ fn remove_leftovers(plan: &Plan) -> Result<(), BackupError> {
                 fs::remove_file(&path)
             };
             removed.map_err(io_err("cannot remove", &path))?;
+        }
+    }
+    let entries = fs::read_dir(&archive_dir).map_err(io_err("cannot list", &archive_dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(archive) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(crate::name::SIDECAR_SUFFIX))
+            .filter(|a| ArtifactName::parse(a).is_some())
+        else {
+            continue;
+        };
+        if fs::symlink_metadata(archive_dir.join(archive)).is_err() {
+            let path = entry.path();
+            tracing::info!(path = %path.display(), "removing a sidecar whose archive an interrupted run never published");
+            fs::remove_file(&path).map_err(io_err("cannot remove", &path))?;
         }
     }
     Ok(())

@@ -53,10 +53,23 @@ pub fn parent_dir(path: &Path) -> &Path {
 /// directory, fsync, rename over `path`, fsync the directory. A crash leaves
 /// the old file or the new one, never half of either.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with_mode(path, bytes, FILE_MODE)
+}
+
+/// [`write_atomic`] for the rare file another user must read (the metrics
+/// file node_exporter scrapes): the mode is set on the temp file, before
+/// the rename, so the file never appears with the wrong one.
+pub fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     let tmp = hidden_temp_path(path);
     let result = (|| {
         let mut file = create_new_private(&tmp)?;
+        if mode != FILE_MODE {
+            // fchmod, unlike open's mode, is not narrowed by the umask.
+            file.set_permissions(
+                <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode),
+            )?;
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

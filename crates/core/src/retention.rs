@@ -20,6 +20,19 @@ pub fn to_delete(
     policy: RetentionPolicy,
     protect: Option<&ArtifactName>,
 ) -> Vec<ArtifactName> {
+    to_delete_holding(names, policy, protect, &[])
+}
+
+/// [`to_delete`], also sparing every name in `held`: backups the shrink
+/// guard keeps because a later backup held far less (an emptied `Sounds/`
+/// must not rotate the last good backup out after `keep` nights). Held
+/// backups are kept on top of the newest `keep`, not instead of them.
+pub fn to_delete_holding(
+    names: &[ArtifactName],
+    policy: RetentionPolicy,
+    protect: Option<&ArtifactName>,
+    held: &[ArtifactName],
+) -> Vec<ArtifactName> {
     let mut sorted: Vec<&ArtifactName> = names.iter().collect();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     sorted.dedup();
@@ -31,7 +44,7 @@ pub fn to_delete(
         kept += 1;
     }
     for name in sorted {
-        if Some(name) == protect {
+        if Some(name) == protect || held.contains(name) {
             continue;
         }
         if kept < keep {
@@ -71,5 +84,13 @@ mod tests {
         let just_made = &names(&[1])[0];
         let doomed = to_delete(&all, RetentionPolicy { keep: 2 }, Some(just_made));
         assert_eq!(doomed, names(&[10, 11]));
+    }
+
+    #[test]
+    fn held_backups_survive_on_top_of_the_newest_n() {
+        let all = names(&[1, 2, 3, 4, 5, 6]);
+        let held = names(&[2]);
+        let doomed = to_delete_holding(&all, RetentionPolicy { keep: 3 }, None, &held);
+        assert_eq!(doomed, names(&[1, 3]));
     }
 }

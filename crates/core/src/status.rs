@@ -52,8 +52,31 @@ pub struct RunStatus {
     pub error: Option<String>,
     pub targets: Vec<TargetStatus>,
     pub retention: RetentionStatus,
+    /// What the shrink guard compares the next backup with, and what it
+    /// holds back from retention. Carried from run to run.
+    #[serde(default)]
+    pub shrink_guard: ShrinkGuard,
     pub version: String,
     pub host: String,
+}
+
+/// How much one backup holds: what the shrink guard compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    pub archive: String,
+    pub files: u64,
+    pub size_bytes: u64,
+}
+
+/// The shrink guard's memory, in `last_backup.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShrinkGuard {
+    /// The newest backup made: the next one is compared with it.
+    pub last: Option<Holding>,
+    /// Backups kept beyond retention because a later backup held far
+    /// less, until a backup holds as much again (or they are removed by
+    /// hand).
+    pub kept: Vec<Holding>,
 }
 
 /// Replaces `last_backup.json` in `backup_dir` atomically.

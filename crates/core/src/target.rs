@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::name::ArtifactName;
+use crate::progress::Progress;
 
 /// A complete backup on local disk: the archive and its checksum sidecar.
 /// Handed to targets as paths, not a stream: rsync needs a file, retries
@@ -54,6 +55,18 @@ pub trait Target: Send + Sync {
     /// Stores the artifact; the sidecar goes last and marks it complete. An
     /// interrupted put leaves nothing under the backup's name.
     fn put(&self, artifact: &Artifact) -> Result<(), TargetError>;
+    /// [`Target::put`] that reports the archive bytes it has sent to
+    /// `progress` (whose phase the caller started with the archive's size).
+    /// A target that cannot tell how far a copy got keeps this default:
+    /// its bar then fills at the end.
+    fn put_with_progress(
+        &self,
+        artifact: &Artifact,
+        progress: &dyn Progress,
+    ) -> Result<(), TargetError> {
+        let _ = progress;
+        self.put(artifact)
+    }
     /// The complete backups present (names that parse and have a sidecar).
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError>;
     /// Brings a backup into `dest_dir`, returning the archive's path.
