@@ -131,14 +131,56 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Whether nobody holds the run lock.
+/// Whether nobody holds the run lock. A process forked by the killed run
+/// (the inventory runs `git`, `docker`, `du`) shares the lock's open file
+/// until its exec closes it; so a held lock is looked at again, for a
+/// bounded while, before it counts as held, and the message names every
+/// process that still has the lock file open.
 fn lock_is_free(env: &TestEnv) -> bool {
-    let Ok(file) = File::open(env.backup_dir.join(".lock")) else {
-        return true;
+    let path = env.backup_dir.join(".lock");
+    let free = || {
+        let Ok(file) = File::open(&path) else {
+            return true;
+        };
+        let free = file.try_lock().is_ok();
+        let _ = file.unlock();
+        free
     };
-    let free = file.try_lock().is_ok();
-    let _ = file.unlock();
-    free
+    let started = Instant::now();
+    while !free() {
+        if started.elapsed() > Duration::from_secs(10) {
+            eprintln!("the lock is held by: {:?}", holders(&path));
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Processes with `path` open, as `pid: command line`.
+fn holders(path: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for proc_entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = proc_entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let fds = fs::read_dir(proc_entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        if fds
+            .into_iter()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l == path))
+        {
+            let cmd = fs::read(proc_entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    found
 }
 
 /// What must hold right after any kill of a backup: no file under a

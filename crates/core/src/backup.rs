@@ -423,8 +423,8 @@ fn write_archive(
     let snapshot_path = staging.join("sound_machine.db");
     // The snapshot is written in the backup dir too: a full disk there is
     // the same fault as during the archive, and gets the same message.
-    let db = snapshot::snapshot(live_db, &snapshot_path, plan.db_busy_timeout).map_err(|e| {
-        match e {
+    let db =
+        snapshot::snapshot(live_db, &snapshot_path, plan.db_busy_timeout).map_err(|e| match e {
             snapshot::SnapshotError::Copy {
                 source: rusqlite::Error::SqliteFailure(ref failure, _),
                 ..
@@ -432,8 +432,7 @@ fn write_archive(
                 BackupError::DiskFull(archive_dir.to_path_buf())
             }
             e => BackupError::Snapshot(e),
-        }
-    })?;
+        })?;
     tracing::info!(
         pages = db.page_count,
         "database snapshot passed integrity_check"
