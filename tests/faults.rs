@@ -118,19 +118,6 @@ fn assert_killed(out: &Output, what: &str) {
     );
 }
 
-/// Names in `dir`, sorted (empty if it does not exist).
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// Whether nobody holds the run lock. A process forked by the killed run
 /// (the inventory runs `git`, `docker`, `du`) shares the lock's open file
 /// until its exec closes it; so a held lock is looked at again, for a

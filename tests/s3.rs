@@ -13,10 +13,10 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mss_backup_core::{ArtifactName, Target, TargetError};
 use mss_backup_target_s3::{Config, KeySource};
@@ -32,15 +32,6 @@ struct Rgw {
     secret: String,
 }
 
-fn service_var(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(value) if !value.is_empty() => value,
-        _ => panic!(
-            "{name} is not set: the S3 tests need the real Ceph RADOS Gateway; run them through `cargo xtask test`, which starts it and sets MSS_TEST_S3_*"
-        ),
-    }
-}
-
 fn rgw() -> Rgw {
     Rgw {
         endpoint: service_var("MSS_TEST_S3_ENDPOINT"),
@@ -53,16 +44,7 @@ fn rgw() -> Rgw {
 
 /// A key prefix no other test (or earlier run) uses: `t/TAG-PID-N-NANOS/`.
 fn unique_prefix(tag: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "t/{tag}-{}-{}-{nanos}/",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("t/{}/", unique(tag))
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved).

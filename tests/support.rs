@@ -210,3 +210,43 @@ pub fn integrity(db: &Path) -> String {
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
 }
+
+/// A variable set by `cargo xtask test` for a real service (sshd, the
+/// USB mounts, the Ceph gateway); a missing one fails the test, never
+/// skips it.
+pub fn service_var(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{name} is not set: this test needs a real service (sshd, USB mounts or the Ceph RADOS gateway); run it through `cargo xtask test`, which starts them and sets MSS_TEST_*"
+        ),
+    }
+}
+
+/// A name no other test (or earlier run) uses: `PREFIX-PID-N-NANOS`.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The names in `dir`, sorted (empty if it cannot be read).
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

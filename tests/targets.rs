@@ -10,36 +10,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
 use crate::support::*;
-
-/// A variable set by `cargo xtask test`; a missing one fails the test.
-fn service_var(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(value) if !value.is_empty() => value,
-        _ => panic!(
-            "{name} is not set: the target tests need the real sshd and USB mounts; run them through `cargo xtask test`, which starts those and sets MSS_TEST_*"
-        ),
-    }
-}
-
-/// A name no other test (or earlier run) uses.
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
 
 fn run_ok(program: &str, args: &[&str]) {
     let out = Command::new(program)
@@ -131,19 +105,6 @@ fn whole_fs_stick(fs_var: &str) -> PathBuf {
     let _ = fs::remove_dir_all(stick.join("mss-backup"));
     let _ = fs::remove_file(stick.join(".mss-backup-target"));
     stick
-}
-
-/// Names of the entries in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// Backup archive names in `dir`, sorted.

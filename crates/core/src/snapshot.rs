@@ -138,17 +138,7 @@ pub fn quick_check_live(live: &Path) -> Result<DbFacts, String> {
     .map_err(|e| e.to_string())?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
-    let verdict: Vec<String> = conn
-        .prepare("PRAGMA quick_check")
-        .and_then(|mut stmt| {
-            stmt.query_map([], |row| row.get::<_, String>(0))?
-                .collect::<Result<_, _>>()
-        })
-        .map_err(|e| e.to_string())?;
-    if verdict != ["ok"] {
-        return Err(verdict.join("; "));
-    }
-    facts(&conn)
+    run_check(&conn, "quick_check")
 }
 
 /// `path` escaped for an SQLite `file:` URI (`?`, `#` and `%` would end or
@@ -170,8 +160,14 @@ fn uri_path(path: &Path) -> String {
 }
 
 fn check(conn: &Connection) -> Result<DbFacts, String> {
+    run_check(conn, "integrity_check")
+}
+
+/// Runs `PRAGMA integrity_check` or `quick_check`; the facts if it says
+/// `ok`, else everything it found.
+fn run_check(conn: &Connection, pragma: &str) -> Result<DbFacts, String> {
     let verdict: Vec<String> = conn
-        .prepare("PRAGMA integrity_check")
+        .prepare(&format!("PRAGMA {pragma}"))
         .and_then(|mut stmt| {
             stmt.query_map([], |row| row.get::<_, String>(0))?
                 .collect::<Result<_, _>>()
