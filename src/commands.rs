@@ -138,6 +138,19 @@ fn run_backup(settings: &Settings, json: bool) -> Result<ExitCode> {
     backup_with(&plan, &offsite, &monitor, json)
 }
 
+/// Takes the run lock for a backup-dir command; `None` when another run
+/// holds it, after saying so (the caller exits 75).
+pub(crate) fn take_lock(backup_dir: &Path) -> Result<Option<mss_backup_core::lock::RunLock>> {
+    match mss_backup_core::lock::acquire(backup_dir) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("{e}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Refuses, before anything is written, a backup dir that belongs to
 /// another user, unless `MSS_BACKUP_ALLOW_OTHER_OWNER` says it is meant.
 pub(crate) fn check_backup_dir_owner(settings: &Settings) -> Result<(), ConfigError> {

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mss_backup_core::backup::{self, Destination};
-use mss_backup_core::lock::{self, LockError};
 use mss_backup_core::name::LATEST;
 use mss_backup_core::progress::Phase;
 use mss_backup_core::{Artifact, ArtifactName, TargetError, durable, retention, verify};
@@ -43,13 +42,8 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
     crate::commands::check_backup_dir_owner(settings)?;
     durable::create_private_dir(&settings.backup_dir)
         .with_context(|| format!("cannot create {}", settings.backup_dir.display()))?;
-    let _lock = match lock::acquire(&settings.backup_dir) {
-        Ok(lock) => lock,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(EXIT_LOCKED));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(_lock) = crate::commands::take_lock(&settings.backup_dir)? else {
+        return Ok(ExitCode::from(EXIT_LOCKED));
     };
     crate::logging::to_backup_log(&settings.backup_dir)
         .with_context(|| format!("cannot open the log in {}", settings.backup_dir.display()))?;

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::Local;
 use mss_backup_core::ArtifactName;
-use mss_backup_core::lock::{self, LockError};
 use mss_backup_core::restore::{self, Mode, RestorePlan, Staged, SwapError, Swapped};
 
 use crate::cli::RestoreWhat;
@@ -205,13 +204,8 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
     crate::commands::check_backup_dir_owner(settings)?;
     crate::logging::to_backup_log(&settings.backup_dir)
         .with_context(|| format!("cannot open the log in {}", settings.backup_dir.display()))?;
-    let _lock = match lock::acquire(&settings.backup_dir) {
-        Ok(lock) => lock,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(EXIT_LOCKED));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(_lock) = crate::commands::take_lock(&settings.backup_dir)? else {
+        return Ok(ExitCode::from(EXIT_LOCKED));
     };
     // Fetched under the lock, so no backup's retention can prune the copy
     // between download and restore.
