@@ -657,12 +657,16 @@ fn s3_credentials_come_from_aws_variables_or_fail_at_once() {
     assert_no_secret(&env, &[&out, &config], &rgw.secret);
 }
 
-#[test]
-fn s3_server_gone_mid_upload_leaves_no_object_and_the_local_backup() {
-    let rgw = rgw();
-    let prefix = unique_prefix("gone");
-    let mut env = s3_env(&rgw, &prefix);
-    write_noise(&env.data_dir.join("data/exports/big.zip"), 120 << 20);
+/// Starts a backup of `zip_bytes` more data whose upload goes through a
+/// proxy in front of the gateway, and returns once `after` bytes went
+/// through it: the moment to cut, reset or freeze the "server".
+fn upload_through_proxy(
+    env: &mut TestEnv,
+    rgw: &Rgw,
+    zip_bytes: usize,
+    after: u64,
+) -> (Proxy, std::process::Child) {
+    write_noise(&env.data_dir.join("data/exports/big.zip"), zip_bytes);
     let proxy = Proxy::start(&rgw.endpoint);
     env.set("MSS_BACKUP_S3_ENDPOINT", &proxy.endpoint());
     let child = env
@@ -671,12 +675,21 @@ fn s3_server_gone_mid_upload_leaves_no_object_and_the_local_backup() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill the "server" once a good part of the archive went through.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while proxy.forwarded() < 40 << 20 {
+    while proxy.forwarded() < after {
         assert!(Instant::now() < deadline, "the upload never got going");
         thread::sleep(Duration::from_millis(5));
     }
+    (proxy, child)
+}
+
+#[test]
+fn s3_server_gone_mid_upload_leaves_no_object_and_the_local_backup() {
+    let rgw = rgw();
+    let prefix = unique_prefix("gone");
+    let mut env = s3_env(&rgw, &prefix);
+    // Kill the "server" once a good part of the archive went through.
+    let (proxy, child) = upload_through_proxy(&mut env, &rgw, 120 << 20, 40 << 20);
     proxy.kill();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -725,20 +738,7 @@ fn s3_connections_reset_mid_upload_are_retried() {
     let rgw = rgw();
     let prefix = unique_prefix("reset");
     let mut env = s3_env(&rgw, &prefix);
-    write_noise(&env.data_dir.join("data/exports/big.zip"), 60 << 20);
-    let proxy = Proxy::start(&rgw.endpoint);
-    env.set("MSS_BACKUP_S3_ENDPOINT", &proxy.endpoint());
-    let child = env
-        .cmd(&[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while proxy.forwarded() < 20 << 20 {
-        assert!(Instant::now() < deadline, "the upload never got going");
-        thread::sleep(Duration::from_millis(5));
-    }
+    let (proxy, child) = upload_through_proxy(&mut env, &rgw, 60 << 20, 20 << 20);
     proxy.reset();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -759,20 +759,7 @@ fn s3_server_frozen_mid_upload_times_out_and_leaves_no_object() {
     let prefix = unique_prefix("frozen");
     let mut env = s3_env(&rgw, &prefix);
     env.set("MSS_BACKUP_S3_TIMEOUT", "2");
-    write_noise(&env.data_dir.join("data/exports/big.zip"), 60 << 20);
-    let proxy = Proxy::start(&rgw.endpoint);
-    env.set("MSS_BACKUP_S3_ENDPOINT", &proxy.endpoint());
-    let child = env
-        .cmd(&[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while proxy.forwarded() < 20 << 20 {
-        assert!(Instant::now() < deadline, "the upload never got going");
-        thread::sleep(Duration::from_millis(5));
-    }
+    let (proxy, child) = upload_through_proxy(&mut env, &rgw, 60 << 20, 20 << 20);
     // Like SIGSTOP: connections stay open, nothing answers.
     proxy.freeze();
     let frozen_at = Instant::now();
