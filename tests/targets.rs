@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use mss_backup_core::{ArtifactName, Target, TargetError};
 use tempfile::TempDir;
 
 use crate::support::*;
@@ -288,9 +289,27 @@ fn a_stick_without_room_is_refused_before_copying() {
     assert_local_intact(&env);
 }
 
+/// What restore relies on from any target holding exactly the backup
+/// `names[0]`: it is listed, `get` brings a byte-identical copy with its
+/// sidecar, an unknown name is `NotFound`, and `delete` empties the list.
+fn list_get_delete(target: &dyn Target, env: &TestEnv, names: &[String]) {
+    let name = ArtifactName::parse(&names[0]).unwrap();
+    assert_eq!(target.list().unwrap(), vec![name.clone()]);
+    let dest = tempfile::tempdir().unwrap();
+    let got = target.get(&name, dest.path()).unwrap();
+    assert_eq!(got, dest.path().join(&names[0]));
+    assert_copied(env, dest.path(), names);
+    let missing = ArtifactName::parse("mss-backup-2020-01-01_000000.tar.gz").unwrap();
+    assert!(matches!(
+        target.get(&missing, dest.path()),
+        Err(TargetError::NotFound { .. })
+    ));
+    target.delete(&name).unwrap();
+    assert!(target.list().unwrap().is_empty());
+}
+
 #[test]
 fn usb_target_lists_and_gets_backups_for_restore() {
-    use mss_backup_core::{ArtifactName, Target, TargetError};
     use mss_backup_target_usb::{Config, UsbTarget};
     let stick = Stick::bind("MSS_TEST_USB_VFAT");
     let mut env = TestEnv::new();
@@ -301,19 +320,7 @@ fn usb_target_lists_and_gets_backups_for_restore() {
         path: stick.path.clone(),
         label: None,
     });
-    let name = ArtifactName::parse(&names[0]).unwrap();
-    assert_eq!(target.list().unwrap(), vec![name.clone()]);
-    let dest = tempfile::tempdir().unwrap();
-    let got = target.get(&name, dest.path()).unwrap();
-    assert_eq!(got, dest.path().join(&names[0]));
-    assert_copied(&env, dest.path(), &names);
-    let missing = ArtifactName::parse("mss-backup-2020-01-01_000000.tar.gz").unwrap();
-    assert!(matches!(
-        target.get(&missing, dest.path()),
-        Err(TargetError::NotFound { .. })
-    ));
-    target.delete(&name).unwrap();
-    assert!(target.list().unwrap().is_empty());
+    list_get_delete(&target, &env, &names);
     assert!(entries(&stick.backups()).is_empty());
 }
 
@@ -562,7 +569,6 @@ fn rsync_uploads_the_archive_and_then_its_sidecar() {
 
 #[test]
 fn rsync_target_lists_and_gets_backups_for_restore() {
-    use mss_backup_core::{ArtifactName, Target, TargetError};
     use mss_backup_target_rsync::{Config, RsyncTarget};
     let mut env = TestEnv::new();
     let remote = Remote::new(&mut env);
@@ -579,19 +585,7 @@ fn rsync_target_lists_and_gets_backups_for_restore() {
         rsh: var("MSS_BACKUP_RSYNC_RSH"),
     })
     .unwrap();
-    let name = ArtifactName::parse(&names[0]).unwrap();
-    assert_eq!(target.list().unwrap(), vec![name.clone()]);
-    let dest = tempfile::tempdir().unwrap();
-    let got = target.get(&name, dest.path()).unwrap();
-    assert_eq!(got, dest.path().join(&names[0]));
-    assert_copied(&env, dest.path(), &names);
-    let missing = ArtifactName::parse("mss-backup-2020-01-01_000000.tar.gz").unwrap();
-    assert!(matches!(
-        target.get(&missing, dest.path()),
-        Err(TargetError::NotFound { .. })
-    ));
-    target.delete(&name).unwrap();
-    assert!(target.list().unwrap().is_empty());
+    list_get_delete(&target, &env, &names);
     assert!(entries(&remote.dir).is_empty());
 }
 
