@@ -10,47 +10,96 @@ use std::fmt;
 pub const PREFIX: &str = "mss-backup-";
 /// A backup archive ends with this.
 pub const ARCHIVE_SUFFIX: &str = ".tar.gz";
+/// An archive encrypted with age ends with this after [`ARCHIVE_SUFFIX`].
+pub const AGE_SUFFIX: &str = ".age";
 /// The checksum file beside an archive: `NAME.tar.gz.sha256`.
 pub const SIDECAR_SUFFIX: &str = ".sha256";
 /// The symlink in the archive dir that points to the newest backup.
 pub const LATEST: &str = "mss-backup-latest.tar.gz";
+/// The same link when the local backups are encrypted: a `.tar.gz` name
+/// must never lead `tar -xzf` to an age file.
+pub const LATEST_AGE: &str = "mss-backup-latest.tar.gz.age";
 const STAMP_FORMAT: &str = "%Y-%m-%d_%H%M%S";
 const STAMP_LEN: usize = "YYYY-MM-DD_HHMMSS".len();
 
-/// The name of one backup, `mss-backup-YYYY-MM-DD_HHMMSS.tar.gz` (local time).
+/// The name of one backup, `mss-backup-YYYY-MM-DD_HHMMSS.tar.gz` (local time),
+/// or `....tar.gz.age` for the same backup encrypted with age. The two
+/// spellings of one timestamp are one backup: retention keeps or deletes
+/// them together ([`ArtifactName::same_backup`]). Names order by timestamp.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ArtifactName {
     stamp: NaiveDateTime,
+    encrypted: bool,
 }
 
 impl ArtifactName {
     /// The name for a backup started at `time` (sub-second part dropped).
     pub fn at(time: NaiveDateTime) -> Self {
         let stamp = time.with_nanosecond_zero();
-        Self { stamp }
+        Self {
+            stamp,
+            encrypted: false,
+        }
+    }
+
+    /// This backup's name once encrypted: `NAME.tar.gz.age`.
+    pub fn encrypted(&self) -> Self {
+        Self {
+            stamp: self.stamp,
+            encrypted: true,
+        }
+    }
+
+    /// This backup's plain `NAME.tar.gz` name.
+    pub fn plain(&self) -> Self {
+        Self {
+            stamp: self.stamp,
+            encrypted: false,
+        }
+    }
+
+    /// Whether this names an age-encrypted archive.
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
+    }
+
+    /// Whether both name the same backup (the same timestamp), encrypted or not.
+    pub fn same_backup(&self, other: &Self) -> bool {
+        self.stamp == other.stamp
     }
 
     /// Parses an archive file name; `None` for anything that is not exactly
     /// one of ours (sidecars, `latest`, partials, foreign files).
     pub fn parse(file_name: &str) -> Option<Self> {
-        let stamp = file_name
-            .strip_prefix(PREFIX)?
-            .strip_suffix(ARCHIVE_SUFFIX)?;
+        let (rest, encrypted) = match file_name.strip_suffix(AGE_SUFFIX) {
+            Some(rest) => (rest, true),
+            None => (file_name, false),
+        };
+        let stamp = rest.strip_prefix(PREFIX)?.strip_suffix(ARCHIVE_SUFFIX)?;
         if stamp.len() != STAMP_LEN {
             return None;
         }
         let parsed = NaiveDateTime::parse_from_str(stamp, STAMP_FORMAT).ok()?;
         // chrono accepts some variants (e.g. unpadded fields); only the exact
         // canonical spelling is ours.
-        (parsed.format(STAMP_FORMAT).to_string() == stamp).then_some(Self { stamp: parsed })
+        (parsed.format(STAMP_FORMAT).to_string() == stamp).then_some(Self {
+            stamp: parsed,
+            encrypted,
+        })
     }
 
     /// The archive's file name.
     pub fn file_name(&self) -> String {
+        let age = if self.encrypted { AGE_SUFFIX } else { "" };
         format!(
-            "{PREFIX}{}{ARCHIVE_SUFFIX}",
+            "{PREFIX}{}{ARCHIVE_SUFFIX}{age}",
             self.stamp.format(STAMP_FORMAT)
         )
+    }
+
+    /// The `latest` link that points at this kind of archive.
+    pub fn latest_link(&self) -> &'static str {
+        if self.encrypted { LATEST_AGE } else { LATEST }
     }
 
     /// The checksum sidecar's file name.
@@ -68,6 +117,7 @@ impl ArtifactName {
     pub fn next_second(&self) -> Self {
         Self {
             stamp: self.stamp + chrono::TimeDelta::seconds(1),
+            encrypted: self.encrypted,
         }
     }
 }
@@ -110,10 +160,33 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_name_is_the_same_backup() {
+        let plain = ArtifactName::parse("mss-backup-2026-02-10_203350.tar.gz").unwrap();
+        let sealed = ArtifactName::parse("mss-backup-2026-02-10_203350.tar.gz.age").unwrap();
+        assert!(sealed.is_encrypted() && !plain.is_encrypted());
+        assert_eq!(plain.encrypted(), sealed);
+        assert_eq!(sealed.plain(), plain);
+        assert!(plain.same_backup(&sealed));
+        assert_ne!(plain, sealed);
+        assert_eq!(
+            sealed.sidecar_name(),
+            "mss-backup-2026-02-10_203350.tar.gz.age.sha256"
+        );
+        assert_eq!(sealed.latest_link(), LATEST_AGE);
+        let later = ArtifactName::parse("mss-backup-2026-02-10_203351.tar.gz").unwrap();
+        assert!(sealed < later, "timestamps order first");
+    }
+
+    #[test]
     fn rejects_everything_not_ours() {
         for name in [
             LATEST,
+            LATEST_AGE,
             "mss-backup-2026-02-10_203350.tar.gz.sha256",
+            "mss-backup-2026-02-10_203350.tar.gz.age.sha256",
+            "mss-backup-2026-02-10_203350.age",
+            "mss-backup-2026-02-10_203350.tar.gz.age.age",
+            ".mss-backup-2026-02-10_203350.tar.gz.age.partial",
             ".mss-backup-2026-02-10_203350.tar.gz.partial",
             "mss-backup-2026-2-10_203350.tar.gz",
             "mss-backup-2026-02-30_203350.tar.gz",

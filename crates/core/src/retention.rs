@@ -33,27 +33,33 @@ pub fn to_delete_holding(
     protect: Option<&ArtifactName>,
     held: &[ArtifactName],
 ) -> Vec<ArtifactName> {
-    let mut sorted: Vec<&ArtifactName> = names.iter().collect();
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
-    sorted.dedup();
+    // One backup may be present twice, plain and encrypted (`.tar.gz.age`):
+    // backups are counted, kept and deleted by timestamp.
+    let mut backups: Vec<&ArtifactName> = names.iter().collect();
+    backups.sort_unstable_by(|a, b| b.cmp(a));
+    backups.dedup_by(|a, b| a.same_backup(b));
     let keep = policy.keep.max(1);
+    let is_protected = |name: &ArtifactName| protect.is_some_and(|p| p.same_backup(name));
     // The protected backup counts towards `keep` wherever it sorts.
-    let mut kept = 0;
-    let mut doomed = Vec::new();
-    if protect.is_some_and(|p| sorted.contains(&p)) {
-        kept += 1;
-    }
-    for name in sorted {
-        if Some(name) == protect || held.contains(name) {
+    let mut kept = usize::from(backups.iter().any(|n| is_protected(n)));
+    let mut doomed_backups = Vec::new();
+    for name in backups {
+        if is_protected(name) || held.iter().any(|h| h.same_backup(name)) {
             continue;
         }
         if kept < keep {
             kept += 1;
         } else {
-            doomed.push(name.clone());
+            doomed_backups.push(name);
         }
     }
-    doomed.reverse();
+    let mut doomed: Vec<ArtifactName> = names
+        .iter()
+        .filter(|n| doomed_backups.iter().any(|d| d.same_backup(n)))
+        .cloned()
+        .collect();
+    doomed.sort_unstable();
+    doomed.dedup();
     doomed
 }
 
@@ -84,6 +90,24 @@ mod tests {
         let just_made = &names(&[1])[0];
         let doomed = to_delete(&all, RetentionPolicy { keep: 2 }, Some(just_made));
         assert_eq!(doomed, names(&[10, 11]));
+    }
+
+    #[test]
+    fn plain_and_encrypted_spellings_are_one_backup() {
+        let mut all = names(&[1, 2, 3, 4]);
+        all.extend(names(&[1, 3, 4]).iter().map(ArtifactName::encrypted));
+        let protect = names(&[4])[0].encrypted();
+        let doomed = to_delete(&all, RetentionPolicy { keep: 2 }, Some(&protect));
+        let plain_doomed = names(&[1, 2]);
+        let expected = vec![
+            plain_doomed[0].clone(),
+            plain_doomed[0].encrypted(),
+            plain_doomed[1].clone(),
+        ];
+        assert_eq!(doomed, expected);
+        let held = names(&[1]);
+        let doomed = to_delete_holding(&all, RetentionPolicy { keep: 2 }, Some(&protect), &held);
+        assert_eq!(doomed, vec![plain_doomed[1].clone()]);
     }
 
     #[test]
