@@ -19,6 +19,7 @@ pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod sample;
+pub mod seal;
 pub mod snapshot;
 pub mod status;
 pub mod target;
