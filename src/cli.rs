@@ -105,6 +105,11 @@ pub enum Command {
         /// Archive path or name in the archive dir (default: latest).
         archive: Option<String>,
     },
+    /// Write a new age identity (0600) and print its public key, for MSS_BACKUP_ENCRYPT_RECIPIENTS.
+    Keygen {
+        /// Where to write it (default ~/.config/mss-backup/age-identity.txt); never overwritten.
+        path: Option<PathBuf>,
+    },
     /// Prepare a USB stick.
     Usb {
         #[command(subcommand)]

@@ -1,5 +1,6 @@
 //! One function per subcommand: load what it needs, call core, print.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,8 +9,9 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Local};
 use mss_backup_core::backup::{self, Destination, Plan};
 use mss_backup_core::lock::LockError;
-use mss_backup_core::name::LATEST;
+use mss_backup_core::name::{LATEST, LATEST_AGE};
 use mss_backup_core::sample::{self, SampleSpec};
+use mss_backup_core::seal;
 use mss_backup_core::status::{self, Outcome, RunStatus};
 use mss_backup_core::{RetentionPolicy, Target, verify};
 use mss_backup_target_local::{DirTarget, local};
@@ -61,6 +63,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     },
                 ),
                 Command::Config => show_config(&settings),
+                Command::Keygen { path } => crate::crypt::keygen(&settings, path.as_deref()),
                 Command::Schedule { command } => schedule(&settings, command),
                 Command::Copy { target, archive } => {
                     crate::offsite_cmd::copy(&settings, target, archive.as_deref())
@@ -127,6 +130,7 @@ pub(crate) fn plan(settings: &Settings) -> Result<Plan, ConfigError> {
         db_busy_timeout: Duration::from_secs(60),
         gz: Default::default(),
         shrink_guard,
+        encryption: crate::crypt::encryption(settings)?,
     })
 }
 
@@ -380,6 +384,13 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
         for target in &report.targets {
             println!("  {}: {:?} — {}", target.name, target.status, target.detail);
         }
+        match report.encrypted_for {
+            Some(n) => println!(
+                "  encryption: copies encrypted with age to {n} recipient{}",
+                if n == 1 { "" } else { "s" }
+            ),
+            None => println!("  encryption: none in this run"),
+        }
         for warning in &report.warnings {
             println!("  warning: {warning}");
         }
@@ -434,9 +445,21 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
 pub(crate) fn resolve_archive(settings: &Settings, archive: Option<&str>) -> PathBuf {
     let archive_dir = backup::archive_dir(&settings.backup_dir);
     match archive {
-        None => archive_dir.join(LATEST),
+        None => latest_link(&archive_dir),
         Some(a) if a.contains('/') => PathBuf::from(a),
         Some(name) => archive_dir.join(name),
+    }
+}
+
+/// The `latest` link in `archive_dir`: `mss-backup-latest.tar.gz`, or its
+/// `.age` twin when the local backups are encrypted.
+pub(crate) fn latest_link(archive_dir: &Path) -> PathBuf {
+    let plain = archive_dir.join(LATEST);
+    let sealed = archive_dir.join(LATEST_AGE);
+    if fs::symlink_metadata(&plain).is_err() && fs::symlink_metadata(&sealed).is_ok() {
+        sealed
+    } else {
+        plain
     }
 }
 
@@ -448,16 +471,57 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
             path.display()
         );
     }
+    // An encrypted archive: its sidecar is checked without a key; the rest
+    // needs the identity, and is checked on a decrypted copy.
+    let opened = if seal::is_encrypted(&path) {
+        // The sidecar is beside the archive, not beside the `latest` link.
+        let path = fs::canonicalize(&path).unwrap_or(path.clone());
+        if settings.raw("identity_file")?.is_none() {
+            let checked = verify::read_sidecar(&path)
+                .and_then(|expected| verify::check_whole_file(&path, &expected));
+            return Ok(match checked {
+                Ok(_) => {
+                    println!(
+                        "Checked {}: sha256 matches its checksum file. Its contents are encrypted and were not checked (set MSS_BACKUP_IDENTITY_FILE to check every file and the database too)",
+                        path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("Verify FAILED: {e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            });
+        }
+        let identities = crate::crypt::identities(settings, &path)?;
+        match crate::crypt::open(settings, &path, &identities) {
+            Ok(opened) => Some(opened),
+            Err(e) => {
+                eprintln!("Verify FAILED: {e:#}");
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        }
+    } else {
+        None
+    };
+    let plain = opened
+        .as_ref()
+        .map_or(path.as_path(), |o| o.archive.as_path());
     let scratch = tempfile::Builder::new()
         .prefix("mss-backup-verify-")
         .tempdir()
         .context("cannot create a temp dir for verify")?;
     let progress = crate::progress::for_stderr();
-    match verify::verify_with(&path, scratch.path(), progress.as_ref()) {
+    match verify::verify_with(plain, scratch.path(), progress.as_ref()) {
         Ok(v) => {
             println!(
-                "Verified {}: sha256 matches its checksum file, {} files match MANIFEST.sha256, database integrity_check ok ({} pages, user_version {})",
-                v.archive.display(),
+                "Verified {}: sha256 matches its checksum file{}, {} files match MANIFEST.sha256, database integrity_check ok ({} pages, user_version {})",
+                path.display(),
+                if opened.is_some() {
+                    ", age decryption authenticated every chunk"
+                } else {
+                    ""
+                },
                 v.files,
                 v.db.page_count,
                 v.db.user_version
@@ -495,6 +559,14 @@ fn show_config(settings: &Settings) -> Result<ExitCode> {
             .any(|word| key.contains(word));
         let value = if secret {
             "(set, hidden)".to_string()
+        } else if key == "encrypt_recipients" {
+            // Public keys, but key material all the same: only their number.
+            let n = raw
+                .value
+                .split(',')
+                .filter(|k| !k.trim().is_empty())
+                .count();
+            format!("({n} key{} set, hidden)", if n == 1 { "" } else { "s" })
         } else if key == "ping_url" {
             // Its path is the check's secret.
             crate::monitor::redact(&raw.value)
@@ -524,6 +596,7 @@ fn show_config(settings: &Settings) -> Result<ExitCode> {
     for line in crate::targets::describe(settings)? {
         println!("             {line}");
     }
+    println!("encryption   {}", crate::crypt::describe(settings)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -570,6 +643,7 @@ fn demo(audio_mib: u64) -> Result<ExitCode> {
         db_busy_timeout: Duration::from_secs(60),
         gz: Default::default(),
         shrink_guard: Some(config::DEFAULT_SHRINK_GUARD),
+        encryption: None,
     };
     let code = backup_with(&plan, &[], &Monitor::none(), false)?;
     if code != ExitCode::SUCCESS {

@@ -8,7 +8,7 @@
 //! A `!` line is worth knowing but fails nothing: a lock held right now
 //! (a run is in progress), no backup yet, a last run that failed.
 
-use std::fs::{File, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -97,6 +97,11 @@ pub fn run(global: &Global) -> ExitCode {
             }
         }
     }
+    check_encryption(
+        &mut report,
+        &settings,
+        targets.as_ref().is_ok_and(|t| !t.is_empty()),
+    );
     if let Ok(monitor) = &monitor {
         check_monitor(&mut report, monitor);
     }
@@ -353,6 +358,57 @@ fn check_lock(report: &mut Report, backup_dir: &Path) {
             "lock",
             format!("cannot check {}: {e}", path.display()),
         ),
+    }
+}
+
+/// The recipients must parse (or every offsite copy would fail), and an
+/// identity file, when set, must open and be private.
+fn check_encryption(report: &mut Report, settings: &Settings, has_offsite: bool) {
+    use mss_backup_core::seal::{Identities, Recipients};
+    match crate::crypt::encryption(settings) {
+        Err(e) => report.line(Mark::Fail, "encryption", e.to_string()),
+        Ok(None) if has_offsite => report.line(
+            Mark::Note,
+            "encryption",
+            "offsite copies are not encrypted (set MSS_BACKUP_ENCRYPT_RECIPIENTS to encrypt them with age)",
+        ),
+        Ok(None) => {}
+        Ok(Some(encryption)) => match Recipients::load(&encryption.recipients) {
+            Ok(_) => report.line(
+                Mark::Ok,
+                "encryption",
+                crate::crypt::describe(settings).unwrap_or_default(),
+            ),
+            Err(e) => report.line(Mark::Fail, "encryption", e.to_string()),
+        },
+    }
+    let Ok(Some(path)) = settings.path("identity_file") else {
+        return;
+    };
+    match Identities::from_file(&path) {
+        Ok(_) => {
+            let open_to_others = fs::metadata(&path)
+                .map(|m| m.permissions().mode() & 0o077 != 0)
+                .unwrap_or(false);
+            if open_to_others {
+                report.line(
+                    Mark::Fail,
+                    "identity",
+                    format!(
+                        "{} can be read by other users (chmod 600 {})",
+                        path.display(),
+                        path.display()
+                    ),
+                );
+            } else {
+                report.line(
+                    Mark::Ok,
+                    "identity",
+                    format!("{} opens encrypted backups", path.display()),
+                );
+            }
+        }
+        Err(e) => report.line(Mark::Fail, "identity", e.to_string()),
     }
 }
 

@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod config;
+mod crypt;
 mod doctor;
 mod logging;
 mod manual;

@@ -12,9 +12,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mss_backup_core::backup::{self, Destination};
-use mss_backup_core::name::LATEST;
 use mss_backup_core::progress::Phase;
-use mss_backup_core::{Artifact, ArtifactName, TargetError, durable, retention, verify};
+use mss_backup_core::{Artifact, ArtifactName, TargetError, durable, retention, seal, verify};
 use mss_backup_target_usb::{Labelled, MARKER_FILE, UsbError};
 
 use crate::cli::CopyTarget;
@@ -51,7 +50,31 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
     let name = dest.target.name().to_string();
     tracing::info!(target = %name, archive = %artifact.name, "copy started");
     let clock = Instant::now();
-    match put_and_prune(&dest, &artifact, &settings.backup_dir) {
+    // What leaves the machine is encrypted when the nightly run's copies
+    // are: encrypted once here, under the lock, and the hidden file removed
+    // after (a crash leaves it to the next backup's clean-up).
+    let sealed = match crate::crypt::encryption(settings)? {
+        Some(encryption) if !artifact.name.is_encrypted() => {
+            let archive_dir = backup::archive_dir(&settings.backup_dir);
+            let sealed = seal::Recipients::load(&encryption.recipients)
+                .and_then(|r| seal::seal(&artifact, &r, &archive_dir));
+            match sealed {
+                Ok(sealed) => Some(sealed),
+                Err(e) => {
+                    tracing::error!(target = %name, "copy failed: encryption failed, so nothing was sent: {e}");
+                    eprintln!("Copy FAILED: encryption failed, so nothing was sent: {e}");
+                    return Ok(ExitCode::from(EXIT_FAILED));
+                }
+            }
+        }
+        _ => None,
+    };
+    let artifact = sealed.clone().unwrap_or(artifact);
+    let copied = put_and_prune(&dest, &artifact, &settings.backup_dir);
+    if let Some(sealed) = &sealed {
+        seal::discard(sealed);
+    }
+    match copied {
         Ok((kept, deleted)) => {
             tracing::info!(target = %name, kept, deleted = deleted.len(), "copy finished");
             println!(
@@ -118,7 +141,7 @@ fn put_and_prune(
 fn existing_artifact(settings: &Settings, archive: Option<&str>) -> Result<Artifact> {
     let archive_dir = backup::archive_dir(&settings.backup_dir);
     let given = match archive {
-        None => archive_dir.join(LATEST),
+        None => crate::commands::latest_link(&archive_dir),
         Some(a) if a.contains('/') => PathBuf::from(a),
         Some(name) => archive_dir.join(name),
     };

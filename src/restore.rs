@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chrono::Local;
-use mss_backup_core::ArtifactName;
 use mss_backup_core::restore::{self, Mode, RestorePlan, Staged, SwapError, Swapped};
+use mss_backup_core::{ArtifactName, seal};
 
 use crate::cli::RestoreWhat;
 use crate::commands::{human_bytes, parse_duration, resolve_archive};
@@ -145,7 +145,15 @@ fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
     let wanted = if name == "latest" {
         names.iter().max().cloned()
     } else {
-        ArtifactName::parse(name).filter(|n| names.contains(n))
+        // NAME.tar.gz and NAME.tar.gz.age are the same backup: the exact
+        // spelling if it is there, else the other.
+        ArtifactName::parse(name).and_then(|asked| {
+            names
+                .iter()
+                .filter(|n| n.same_backup(&asked))
+                .max_by_key(|n| **n == asked)
+                .cloned()
+        })
     };
     let Some(wanted) = wanted else {
         bail!(
@@ -154,14 +162,17 @@ fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
         );
     };
     let archive_dir = mss_backup_core::backup::archive_dir(&settings.backup_dir);
-    let local_copy = archive_dir.join(wanted.file_name());
-    if local_copy.is_file() && archive_dir.join(wanted.sidecar_name()).is_file() {
-        eprintln!(
-            "{} is already in {}; restoring from that copy",
-            wanted,
-            archive_dir.display()
-        );
-        return Ok(local_copy);
+    // The same backup already here (plain first: it needs no key).
+    for local in [wanted.plain(), wanted.clone()] {
+        let local_copy = archive_dir.join(local.file_name());
+        if local_copy.is_file() && archive_dir.join(local.sidecar_name()).is_file() {
+            eprintln!(
+                "{} is already in {}; restoring from that copy",
+                local,
+                archive_dir.display()
+            );
+            return Ok(local_copy);
+        }
     }
     mss_backup_core::durable::create_private_dir(&archive_dir)
         .with_context(|| format!("cannot create {}", archive_dir.display()))?;
@@ -221,6 +232,27 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         },
         None => local_archive,
     };
+    // An encrypted backup is checked against its sidecar and decrypted to a
+    // private copy before anything else: a missing or wrong identity, or a
+    // damaged file, stops here with nothing changed.
+    let opened = if seal::is_encrypted(&archive) {
+        let opened = crate::crypt::identities(settings, &archive).and_then(|identities| {
+            eprintln!("Decrypting {} ...", archive.display());
+            crate::crypt::open(settings, &archive, &identities)
+        });
+        match opened {
+            Ok(opened) => Some(opened),
+            Err(e) if e.downcast_ref::<ConfigError>().is_some() => return Err(e),
+            Err(e) => {
+                tracing::error!("restore failed: {e:#}");
+                eprintln!("Restore FAILED: {e:#}");
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        }
+    } else {
+        None
+    };
+    let archive = opened.as_ref().map_or(archive, |o| o.archive.clone());
     tracing::info!(
         mode = opts.mode.word(),
         archive = %archive.display(),

@@ -20,6 +20,7 @@ use crate::manifest;
 use crate::name::ArtifactName;
 use crate::progress::{NoProgress, OffsetWatch, Phase, Progress};
 use crate::retention::{self, RetentionPolicy};
+use crate::seal;
 use crate::snapshot;
 use crate::status::{
     self, Holding, Outcome, RetentionStatus, RunStatus, ShrinkGuard, TargetStatus,
@@ -40,6 +41,17 @@ pub struct Plan {
     /// bytes is a warning, and the previous one is held back from
     /// retention (see [`status::ShrinkGuard`]); `None` switches it off.
     pub shrink_guard: Option<f64>,
+    /// Encrypt what leaves the machine with age; `None`: plain copies.
+    pub encryption: Option<Encryption>,
+}
+
+/// Encryption of the offsite copies (and optionally the local one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encryption {
+    pub recipients: seal::RecipientSource,
+    /// Keep the local backup encrypted too (`MSS_BACKUP_ENCRYPT_LOCAL`);
+    /// otherwise it stays a plain `.tar.gz` for the `tar -xzf` runbook.
+    pub local: bool,
 }
 
 impl Plan {
@@ -188,9 +200,11 @@ pub fn run_with(
             .unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         host: status::host_name(),
+        encrypted_for: None,
     };
     match make_artifact(plan, &mut report.warnings, hooks.progress) {
-        Ok((artifact, files)) => {
+        Ok((plain, files)) => {
+            let (artifact, offsite_copy) = encrypt(plan, offsite, plain, &mut report);
             report.archive = Some(artifact.name.file_name());
             report.size_bytes = Some(artifact.size);
             report.sha256 = Some(artifact.sha256.clone());
@@ -206,7 +220,20 @@ pub fn run_with(
                 &mut report.shrink_guard,
                 &mut report.warnings,
             );
-            deliver(plan, local, offsite, &artifact, &mut report, hooks.progress);
+            deliver(
+                plan,
+                local,
+                offsite,
+                &artifact,
+                &offsite_copy,
+                &mut report,
+                hooks.progress,
+            );
+            if let Ok(copy) = &offsite_copy
+                && copy.archive != artifact.archive
+            {
+                seal::discard(copy);
+            }
         }
         Err(e) => {
             tracing::error!("backup failed: {e}");
@@ -226,6 +253,77 @@ pub fn run_with(
     Ok(report)
 }
 
+/// Encrypts the plain artifact when the plan says so, once for every
+/// target. Returns the local artifact and what the offsite targets get:
+/// the plain one, the encrypted one, or (encryption configured but
+/// failed) the one line that tells them why they get nothing. With
+/// `local` encryption the plain archive is replaced by the encrypted one;
+/// if encryption fails it stays, with a warning: a plain backup beats none.
+fn encrypt(
+    plan: &Plan,
+    offsite: &[Destination],
+    plain: Artifact,
+    report: &mut RunStatus,
+) -> (Artifact, Result<Artifact, String>) {
+    let Some(encryption) = &plan.encryption else {
+        let copy = plain.clone();
+        return (plain, Ok(copy));
+    };
+    if offsite.is_empty() && !encryption.local {
+        let copy = plain.clone();
+        return (plain, Ok(copy));
+    }
+    let dir = plan.archive_dir();
+    let sealed = seal::Recipients::load(&encryption.recipients).and_then(|recipients| {
+        let clock = Instant::now();
+        let sealed = seal::seal(&plain, &recipients, &dir)?;
+        tracing::info!(
+            recipients = recipients.len(),
+            bytes = sealed.size,
+            seconds = round_ms(clock.elapsed()),
+            "encrypted with age"
+        );
+        Ok((sealed, recipients.len()))
+    });
+    let sealed = match sealed {
+        Ok((sealed, recipients)) => {
+            report.encrypted_for = Some(recipients);
+            sealed
+        }
+        Err(e) => {
+            let why = format!("encryption failed, so nothing was sent: {e}");
+            tracing::error!("{why}");
+            if encryption.local {
+                let warning =
+                    format!("the local backup {} was kept unencrypted: {e}", plain.name);
+                tracing::warn!("{warning}");
+                report.warnings.push(warning);
+            }
+            return (plain, Err(why));
+        }
+    };
+    if !encryption.local {
+        return (plain, Ok(sealed));
+    }
+    match seal::publish(&sealed, &dir) {
+        Ok(published) => {
+            // The encrypted backup has its names; only then does the plain
+            // one go (archive first, as every delete here).
+            let _ = fs::remove_file(&plain.archive);
+            let _ = fs::remove_file(&plain.sidecar);
+            let copy = published.clone();
+            (published, Ok(copy))
+        }
+        Err(e) => {
+            seal::discard(&sealed);
+            let warning = format!("the local backup {} was kept unencrypted: {e}", plain.name);
+            tracing::warn!("{warning}");
+            report.warnings.push(warning);
+            (plain, Err(format!("encryption failed, so nothing was sent: {e}")))
+        }
+    }
+}
+
 /// Local first, then every offsite target; then retention. The run is a
 /// success only if every target took the backup.
 fn deliver(
@@ -233,20 +331,33 @@ fn deliver(
     local: &dyn Target,
     offsite: &[Destination],
     artifact: &Artifact,
+    offsite_copy: &Result<Artifact, String>,
     report: &mut RunStatus,
     progress: &dyn Progress,
 ) {
     let local_ok = put_and_prune(local, plan.retention, artifact, report, true, progress);
     let mut all_ok = local_ok;
     for dest in offsite {
-        all_ok &= put_and_prune(
-            dest.target.as_ref(),
-            dest.retention,
-            artifact,
-            report,
-            false,
-            progress,
-        );
+        let ok = match offsite_copy {
+            Ok(copy) => put_and_prune(
+                dest.target.as_ref(),
+                dest.retention,
+                copy,
+                report,
+                false,
+                progress,
+            ),
+            Err(why) => {
+                report.targets.push(TargetStatus {
+                    name: dest.target.name().to_string(),
+                    status: Outcome::Failure,
+                    detail: why.clone(),
+                    duration_seconds: 0.0,
+                });
+                false
+            }
+        };
+        all_ok &= ok;
     }
     if all_ok {
         report.status = Outcome::Success;

@@ -56,6 +56,10 @@ pub struct RunStatus {
     /// holds back from retention. Carried from run to run.
     #[serde(default)]
     pub shrink_guard: ShrinkGuard,
+    /// How many age recipients this run's encrypted copies can be opened
+    /// by; `None` when nothing was encrypted.
+    #[serde(default)]
+    pub encrypted_for: Option<usize>,
     pub version: String,
     pub host: String,
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use mss_backup_core::durable;
 use mss_backup_core::manifest;
-use mss_backup_core::name::LATEST;
+use mss_backup_core::name::{LATEST, LATEST_AGE};
 use mss_backup_core::{Artifact, ArtifactName, Target, TargetError};
 
 /// A directory holding `NAME.tar.gz` + `NAME.tar.gz.sha256` pairs.
@@ -173,8 +173,16 @@ impl Target for DirTarget {
             }
         }
         if self.latest_link {
-            durable::replace_symlink(&self.dir, LATEST, &file_name)
-                .map_err(|e| self.failed(format!("pointing {LATEST} at {file_name}"), e))?;
+            let link = artifact.name.latest_link();
+            durable::replace_symlink(&self.dir, link, &file_name)
+                .map_err(|e| self.failed(format!("pointing {link} at {file_name}"), e))?;
+            // The other kind's link would lead to an older backup (and,
+            // once retention pruned it, nowhere).
+            let other = if link == LATEST { LATEST_AGE } else { LATEST };
+            let other = self.dir.join(other);
+            if fs::symlink_metadata(&other).is_ok_and(|m| m.file_type().is_symlink()) {
+                let _ = fs::remove_file(&other);
+            }
         }
         Ok(())
     }
