@@ -7,6 +7,7 @@ mod support;
 
 mod backup;
 mod cli;
+mod encrypt;
 mod faults;
 mod ops;
 mod restore;

@@ -24,7 +24,7 @@ use mss_backup_target_s3::{Config, KeySource};
 use crate::support::*;
 
 /// The gateway `cargo xtask test` started.
-struct Rgw {
+pub(crate) struct Rgw {
     endpoint: String,
     region: String,
     bucket: String,
@@ -32,7 +32,7 @@ struct Rgw {
     secret: String,
 }
 
-fn rgw() -> Rgw {
+pub(crate) fn rgw() -> Rgw {
     Rgw {
         endpoint: service_var("MSS_TEST_S3_ENDPOINT"),
         region: service_var("MSS_TEST_S3_REGION"),
@@ -43,7 +43,7 @@ fn rgw() -> Rgw {
 }
 
 /// A key prefix no other test (or earlier run) uses: `t/TAG-PID-N-NANOS/`.
-fn unique_prefix(tag: &str) -> String {
+pub(crate) fn unique_prefix(tag: &str) -> String {
     format!("t/{}/", unique(tag))
 }
 
@@ -92,7 +92,7 @@ impl Rgw {
     }
 
     /// Keys under `prefix` (recursively), sorted.
-    fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
         let (code, body) = self.curl(&[], &format!("?list-type=2&prefix={}", encode(prefix)));
         assert_eq!(code, 200, "listing {prefix}: {body}");
         let mut keys = xml_values(&body, "Key");
@@ -126,7 +126,7 @@ impl Rgw {
             .unwrap_or_else(|| panic!("HEAD {key}: no {name} header"))
     }
 
-    fn get(&self, key: &str) -> String {
+    pub(crate) fn get(&self, key: &str) -> String {
         let (code, body) = self.curl(&[], &format!("/{key}"));
         assert_eq!(code, 200, "GET {key}: {body}");
         body
@@ -160,7 +160,7 @@ impl Rgw {
 }
 
 /// A test environment backing up to the gateway under `prefix`.
-fn s3_env(rgw: &Rgw, prefix: &str) -> TestEnv {
+pub(crate) fn s3_env(rgw: &Rgw, prefix: &str) -> TestEnv {
     let mut env = TestEnv::new();
     for (key, value) in [
         ("MSS_BACKUP_S3_BUCKET", rgw.bucket.as_str()),

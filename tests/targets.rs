@@ -30,14 +30,14 @@ fn run_ok(program: &str, args: &[&str]) {
 
 /// A "stick" of its own: a fresh directory on one of the test filesystems,
 /// bind-mounted on a fresh mount point; unmounted and removed on drop.
-struct Stick {
-    path: PathBuf,
+pub(crate) struct Stick {
+    pub(crate) path: PathBuf,
     backing: PathBuf,
     _mount_dir: TempDir,
 }
 
 impl Stick {
-    fn bind(fs_var: &str) -> Self {
+    pub(crate) fn bind(fs_var: &str) -> Self {
         let backing = PathBuf::from(service_var(fs_var)).join(unique("t"));
         fs::create_dir(&backing).unwrap();
         let mount_dir = tempfile::tempdir().unwrap();
@@ -77,7 +77,7 @@ impl Stick {
         }
     }
 
-    fn backups(&self) -> PathBuf {
+    pub(crate) fn backups(&self) -> PathBuf {
         self.path.join("mss-backup")
     }
 }
@@ -130,7 +130,7 @@ fn assert_copied(env: &TestEnv, dir: &Path, names: &[String]) {
     }
 }
 
-fn target<'a>(status: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
+pub(crate) fn target<'a>(status: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
     status["targets"]
         .as_array()
         .unwrap()
@@ -494,13 +494,13 @@ fn fat_refuses_a_backup_of_4_gib_before_writing_a_byte() {
 
 /// A directory of its own on the test sshd's side, and the variables that
 /// point the rsync target at it.
-struct Remote {
+pub(crate) struct Remote {
     /// The remote directory, seen through the local filesystem.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl Remote {
-    fn new(env: &mut TestEnv) -> Self {
+    pub(crate) fn new(env: &mut TestEnv) -> Self {
         let dir = PathBuf::from(service_var("MSS_TEST_SSH_ROOT")).join(unique("t"));
         let dest = format!(
             "{}@{}:{}",

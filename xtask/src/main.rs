@@ -71,8 +71,12 @@ fn has_nextest() -> bool {
 fn start_services(work: &Path) -> Result<Vec<Box<dyn Service>>, String> {
     // The tools the tests run beside our binary: GNU tar, gzip and sha256sum
     // read the archives, script gives a terminal, man checks the man page,
-    // systemd-analyze checks the timer units, setpriv runs as another user.
+    // systemd-analyze checks the timer units, setpriv runs as another user,
+    // the standard age tool opens (and makes) encrypted backups, ssh-keygen
+    // makes the ssh-ed25519 recipient.
     services::ensure_packages(&[
+        "age",
+        "openssh-client",
         "tar",
         "gzip",
         "coreutils",
