@@ -57,7 +57,7 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
         Some(encryption) if !artifact.name.is_encrypted() => {
             let archive_dir = backup::archive_dir(&settings.backup_dir);
             let sealed = seal::Recipients::load(&encryption.recipients)
-                .and_then(|r| seal::seal(&artifact, &r, &archive_dir));
+                .and_then(|r| seal::seal(&artifact, &r, &archive_dir, seal::Durability::Transient));
             match sealed {
                 Ok(sealed) => Some(sealed),
                 Err(e) => {

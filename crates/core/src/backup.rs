@@ -276,7 +276,12 @@ fn encrypt(
     let dir = plan.archive_dir();
     let sealed = seal::Recipients::load(&encryption.recipients).and_then(|recipients| {
         let clock = Instant::now();
-        let sealed = seal::seal(&plain, &recipients, &dir)?;
+        let durability = if encryption.local {
+            seal::Durability::Synced
+        } else {
+            seal::Durability::Transient
+        };
+        let sealed = seal::seal(&plain, &recipients, &dir, durability)?;
         tracing::info!(
             recipients = recipients.len(),
             bytes = sealed.size,
