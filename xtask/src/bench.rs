@@ -70,9 +70,10 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         &[],
     )?;
     let root = workspace_root();
-    let bin = root.join("target/release/mss-backup");
-    let data = dataset(&bin, &root, options.size_mib)?;
-    let work = root.join("target/bench-work");
+    let target = target_dir(&root);
+    let bin = target.join("release/mss-backup");
+    let data = dataset(&bin, &target, options.size_mib)?;
+    let work = target.join("bench-work");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let has = |tool: &str| which(tool);
@@ -96,6 +97,45 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         output: None,
         samples: Vec::new(),
     }];
+    // Where ISA-L is installed mss-backup uses it for audio: the same
+    // backup with libdeflate only shows what that is worth.
+    let libdeflate_dir = work.join("ours-libdeflate");
+    if has("igzip") {
+        let mut env = ours_env.clone();
+        env.retain(|(k, _)| k != "MSS_BACKUP_DIR");
+        env.push((
+            "MSS_BACKUP_DIR".to_string(),
+            libdeflate_dir.display().to_string(),
+        ));
+        env.push(("MSS_BACKUP_DEFLATE".to_string(), "libdeflate".to_string()));
+        backup.push(Case {
+            label: "mss-backup, libdeflate only",
+            shell: format!("rm -rf {w}/ours-libdeflate && {b} 2>/dev/null"),
+            env,
+            output: None,
+            samples: Vec::new(),
+        });
+    }
+    // Offsite copies encrypted with age: the same backup, encrypted once.
+    // MSS_BACKUP_ENCRYPT_LOCAL makes the local archive the encrypted one,
+    // so no offsite target is needed, and the fsync of the encrypted file
+    // is counted too (offsite-only encryption skips it): the dearer path.
+    let age_dir = work.join("ours-age");
+    let public = keygen(&bin, &work.join("bench-age-identity.txt"))?;
+    let mut env = ours_env.clone();
+    env.retain(|(k, _)| k != "MSS_BACKUP_DIR");
+    env.extend([
+        ("MSS_BACKUP_DIR".to_string(), age_dir.display().to_string()),
+        ("MSS_BACKUP_ENCRYPT_RECIPIENTS".to_string(), public),
+        ("MSS_BACKUP_ENCRYPT_LOCAL".to_string(), "true".to_string()),
+    ]);
+    backup.push(Case {
+        label: AGE_CASE,
+        shell: format!("rm -rf {w}/ours-age && {b} 2>/dev/null"),
+        env,
+        output: None,
+        samples: Vec::new(),
+    });
     backup.push(Case {
         label: "tar -czf",
         shell: format!("tar -czf {w}/tar-czf.tar.gz -C {d} ."),
@@ -128,12 +168,26 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         data.display()
     );
     measure_rounds(&mut backup, options.rounds)?;
-    let archive = fs::read_link(ours_dir.join("archive/mss-backup-latest.tar.gz"))
-        .map(|name| ours_dir.join("archive").join(name))
-        .map_err(|e| format!("mss-backup made no archive: {e}"))?;
-    let ours_size = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
-    for s in &mut backup[0].samples {
-        s.size = ours_size;
+    let latest = |dir: &Path| {
+        fs::read_link(dir.join("archive/mss-backup-latest.tar.gz"))
+            .map(|name| dir.join("archive").join(name))
+            .map_err(|e| format!("mss-backup made no archive in {}: {e}", dir.display()))
+    };
+    let archive = latest(&ours_dir)?;
+    let age_archive = fs::read_link(age_dir.join("archive/mss-backup-latest.tar.gz.age"))
+        .map(|name| age_dir.join("archive").join(name))
+        .map_err(|e| format!("mss-backup made no encrypted archive: {e}"))?;
+    for case in &mut backup {
+        let archive = match case.label {
+            "mss-backup" => latest(&ours_dir)?,
+            "mss-backup, libdeflate only" => latest(&libdeflate_dir)?,
+            AGE_CASE => age_archive.clone(),
+            _ => continue,
+        };
+        let size = fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
+        for s in &mut case.samples {
+            s.size = size;
+        }
     }
 
     let a = archive.display();
@@ -286,9 +340,42 @@ fn measure(shell: &str, env: &[(String, String)]) -> Result<Sample, String> {
     })
 }
 
-/// The generated data set, cached under target/bench-data by size.
-fn dataset(bin: &Path, root: &Path, size_mib: u64) -> Result<PathBuf, String> {
-    let dir = root.join(format!("target/bench-data/{size_mib}mib"));
+/// The label of the encrypted backup's case.
+const AGE_CASE: &str = "mss-backup + age (encrypted)";
+
+/// `mss-backup keygen PATH` (replacing an older one): the public key.
+fn keygen(bin: &Path, path: &Path) -> Result<String, String> {
+    let _ = fs::remove_file(path);
+    let out = Command::new(bin)
+        .arg("keygen")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !public.starts_with("age1") {
+        return Err(format!("mss-backup keygen failed: {}", out.status));
+    }
+    Ok(public)
+}
+
+/// Cargo's target dir: `CARGO_TARGET_DIR` if set (so a second checkout or
+/// engineer can bench without waiting for the first one's build lock),
+/// else `target/` in the workspace.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+/// Bumped whenever `sample.rs` generates different bytes, so a cached data
+/// set of an older generator is never measured by mistake.
+const DATA_VERSION: u32 = 3;
+
+/// The generated data set, cached under `<target>/bench-data` by size.
+fn dataset(bin: &Path, target: &Path, size_mib: u64) -> Result<PathBuf, String> {
+    let dir = target.join(format!("bench-data/{size_mib}mib-v{DATA_VERSION}"));
     let data = dir.join("cloud-data");
     let marker = dir.join(".complete");
     if marker.exists() {

@@ -74,8 +74,12 @@ fn start_services(work: &Path) -> Result<Vec<Box<dyn Service>>, String> {
     // systemd-analyze checks the timer units, setpriv runs as another user,
     // the standard age tool opens (and makes) encrypted backups, ssh-keygen
     // makes the ssh-ed25519 recipient.
+    // libisal2 is the ISA-L that backups use for audio when present (its
+    // tests need it); isal's igzip is what the benchmark compares with.
     services::ensure_packages(&[
         "age",
+        "libisal2",
+        "isal",
         "openssh-client",
         "tar",
         "gzip",

@@ -4,7 +4,7 @@
 //! happened. A crash at any point leaves no file under a backup's name.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -620,9 +620,11 @@ fn write_archive(
         })?;
         tracing::info!(bytes = written.size, "archive written, reading it back");
         // Read back what reached the disk before giving it a backup's name:
-        // every gzip member decodes with a good CRC, and the bytes on disk
-        // hash to what was written. (Members were hashed into the manifest
-        // as they were read; `mss-backup verify` rechecks them all.)
+        // the bytes on disk hash to what was written, and what was written
+        // is only gzip members each proven, before it was written, to decode
+        // with a good CRC to exactly its input (`gz::ParallelGz`). (Members
+        // were hashed into the manifest as they were read; `mss-backup
+        // verify` rechecks them all.)
         let unreadable = |detail: String| BackupError::ReadBack {
             path: partial.clone(),
             detail,
@@ -683,21 +685,14 @@ fn write_archive(
     ))
 }
 
-/// Decodes the archive at `path` to its end, like [`inflate::check_file`],
-/// reporting the compressed bytes read.
+/// Hashes the archive at `path` as it is on disk ([`inflate::hash_file`]),
+/// reporting the bytes read.
 fn read_back(path: &Path, size: u64, progress: &dyn Progress) -> io::Result<inflate::FileDigest> {
     let file = fs::File::open(path)?;
     progress.start(Phase::ReadBack, size);
     let result = (|| {
         let mut watch = OffsetWatch::new(&file, progress)?;
-        let mut reader = inflate::GzReader::new(file);
-        let mut buf = vec![0u8; 1 << 20];
-        while reader.read(&mut buf)? > 0 {
-            watch.update();
-        }
-        let digest = reader.finish();
-        watch.update();
-        digest
+        inflate::hash_file(&file, || watch.update())
     })();
     progress.finish();
     result

@@ -6,6 +6,12 @@
 //! Memory is bounded by the number of chunks in flight, not by the data.
 //! Chunks that deflate cannot shrink (PCM music, noise, zips) are written as
 //! stored blocks instead of being compressed for nothing.
+//!
+//! Media chunks are compressed with ISA-L (see [`crate::isal`]) where the
+//! system has it, libdeflate otherwise; `MSS_BACKUP_DEFLATE=libdeflate`
+//! forces the latter. Every member is decoded again in memory on its worker
+//! before it is written ([`MemberCheck`]), so the read-back after writing
+//! only has to hash the file.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -13,6 +19,9 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
 use libdeflater::{CompressionLvl, Compressor};
+
+use crate::inflate::MemberCheck;
+use crate::isal::IsalCompressor;
 
 /// What kind of bytes are being written, which decides how hard to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +52,7 @@ impl Default for GzOptions {
             .unwrap_or(2)
             .clamp(1, 8);
         Self {
-            chunk_size: 4 << 20,
+            chunk_size: 2 << 20,
             threads,
             dense_level: 6,
             media_level: 2,
@@ -56,6 +65,9 @@ impl Default for GzOptions {
 const STORE_ABOVE_RATIO: f64 = 0.97;
 /// Bytes compressed at the lowest level to guess whether a chunk will shrink.
 const PROBE_LEN: usize = 64 << 10;
+/// A media chunk goes to libdeflate instead of ISA-L when ISA-L's member of
+/// the probe is more than this times libdeflate's at the dense level.
+const ISAL_WORSE_BY: f64 = 1.05;
 
 struct Job {
     seq: u64,
@@ -209,7 +221,7 @@ fn workers_gone() -> io::Error {
 }
 
 fn worker(jobs: &std::sync::Mutex<mpsc::Receiver<Job>>, done: &Sender<Done>, options: GzOptions) {
-    let mut compressors = Compressors::new(options);
+    let mut compressors = Compressors::new(options, MediaEncoder::from_env());
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -218,25 +230,89 @@ fn worker(jobs: &std::sync::Mutex<mpsc::Receiver<Job>>, done: &Sender<Done>, opt
                 Err(_) => return,
             }
         };
-        let member = compressors.member(&job.data, job.content);
+        let member = compressors.checked_member(&job.data, job.content);
         if done.send((job.seq, job.data, member)).is_err() {
             return;
         }
     }
 }
 
-/// One libdeflate compressor per level, reused across chunks.
+/// Which deflate compresses `Content::Media` chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaEncoder {
+    Libdeflate,
+    /// ISA-L if `libisal.so.2` loads, else libdeflate.
+    Isal,
+}
+
+impl MediaEncoder {
+    /// `MSS_BACKUP_DEFLATE`: `libdeflate`, or `isal`/`auto`/unset for ISA-L
+    /// where installed. A developer's switch for measuring, not a setting.
+    fn from_env() -> Self {
+        match std::env::var("MSS_BACKUP_DEFLATE").as_deref() {
+            Ok("libdeflate") => MediaEncoder::Libdeflate,
+            _ => MediaEncoder::Isal,
+        }
+    }
+}
+
+/// The ISA-L level (1..=3) standing in for libdeflate `level`: the same
+/// number, as both run from fastest (1) upwards; `igzip -2` is level 2.
+fn isal_level(level: i32) -> u32 {
+    level.clamp(1, 3) as u32
+}
+
+/// The compressors of one worker: one libdeflate compressor per level and
+/// maybe one ISA-L compressor, reused across chunks, and the checker every
+/// member passes before it leaves the worker.
 struct Compressors {
     options: GzOptions,
     by_level: BTreeMap<i32, Compressor>,
+    isal: Option<IsalCompressor>,
+    check: Option<MemberCheck>,
 }
 
 impl Compressors {
-    fn new(options: GzOptions) -> Self {
+    fn new(options: GzOptions, media: MediaEncoder) -> Self {
+        let isal = match media {
+            MediaEncoder::Isal => IsalCompressor::new(isal_level(options.media_level)),
+            MediaEncoder::Libdeflate => None,
+        };
         Self {
             options,
             by_level: BTreeMap::new(),
+            isal,
+            check: None,
         }
+    }
+
+    /// [`Compressors::member`], proven to decode to `data`. A member from
+    /// ISA-L that fails is made again with libdeflate (and ISA-L is not
+    /// used again by this worker); one from libdeflate or stored that fails
+    /// means memory or CPU trouble: an error, never a bad archive.
+    fn checked_member(&mut self, data: &[u8], content: Content) -> io::Result<Vec<u8>> {
+        let member = self.member(data, content)?;
+        if self.holds(&member, data)? {
+            return Ok(member);
+        }
+        if self.isal.take().is_some() {
+            tracing::warn!("ISA-L made a gzip member that does not decode; using libdeflate");
+            let member = self.member(data, content)?;
+            if self.holds(&member, data)? {
+                return Ok(member);
+            }
+        }
+        Err(io::Error::other(
+            "a gzip member just compressed does not decode to its input (memory or CPU fault?)",
+        ))
+    }
+
+    fn holds(&mut self, member: &[u8], data: &[u8]) -> io::Result<bool> {
+        let check = match &mut self.check {
+            Some(check) => check,
+            None => self.check.insert(MemberCheck::new()?),
+        };
+        Ok(check.holds(member, data))
     }
 
     fn compress(&mut self, level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
@@ -261,21 +337,39 @@ impl Compressors {
     }
 
     fn member(&mut self, data: &[u8], content: Content) -> io::Result<Vec<u8>> {
+        let mut use_isal = content == Content::Media && self.isal.is_some();
         if data.len() > 2 * PROBE_LEN {
             // Probe the middle of the chunk: file headers at the start are
             // not typical of what follows.
             let start = data.len() / 2 - PROBE_LEN / 2;
             let probe = &data[start..start + PROBE_LEN];
-            let probed = self.compress(1, probe)?;
-            if probed.len() as f64 > STORE_ABOVE_RATIO * PROBE_LEN as f64 {
+            let probed = self.compress(1, probe)?.len();
+            if probed as f64 > STORE_ABOVE_RATIO * PROBE_LEN as f64 {
                 return Ok(stored_member(data));
             }
+            // ISA-L's entropy coding falls well behind on some audio (loud
+            // hits over a quiet floor); there libdeflate is worth its time.
+            if use_isal {
+                let mut out = Vec::new();
+                let by_isal = match &mut self.isal {
+                    Some(isal) => isal.gzip(probe, &mut out).map(|()| out.len()),
+                    None => None,
+                };
+                let dense = self.compress(self.options.dense_level, probe)?.len();
+                use_isal = by_isal.is_some_and(|n| n as f64 <= ISAL_WORSE_BY * dense as f64);
+            }
         }
-        let level = match content {
-            Content::Dense => self.options.dense_level,
-            Content::Media => self.options.media_level,
+        let member = match (content, &mut self.isal) {
+            (Content::Media, Some(isal)) if use_isal => {
+                let mut out = Vec::new();
+                match isal.gzip(data, &mut out) {
+                    Some(()) => out,
+                    None => self.compress(self.options.media_level, data)?,
+                }
+            }
+            (Content::Media, _) => self.compress(self.options.media_level, data)?,
+            (Content::Dense, _) => self.compress(self.options.dense_level, data)?,
         };
-        let member = self.compress(level, data)?;
         if member.len() as f64 > STORE_ABOVE_RATIO * data.len() as f64 {
             return Ok(stored_member(data));
         }
@@ -350,6 +444,46 @@ mod tests {
         assert_eq!(gunzip(&out), expected);
         // Text shrinks a lot; noise is stored, costing only a few bytes per block.
         assert!(out.len() < random.len() + text.len() / 10);
+    }
+
+    /// Both media encoders, ISA-L only where installed: every member
+    /// decodes to its chunk with `MultiGzDecoder` and passes `gzip -t`.
+    #[test]
+    fn media_members_from_each_encoder_are_valid_gzip() {
+        let options = GzOptions::default();
+        // Quiet 16-bit "audio": compressible, so it is not stored.
+        let audio: Vec<u8> = noise(1 << 20, 11)
+            .chunks(2)
+            .flat_map(|b| (((b[0] as i16) >> 3) + ((b[1] as i16) >> 4)).to_le_bytes())
+            .collect();
+        assert!(
+            crate::isal::available(),
+            "libisal.so.2 is not installed: install Debian's libisal2 (cargo xtask test does)"
+        );
+        let encoders = [MediaEncoder::Libdeflate, MediaEncoder::Isal];
+        let mut members = Vec::new();
+        for encoder in encoders {
+            let mut compressors = Compressors::new(options, encoder);
+            assert_eq!(compressors.isal.is_some(), encoder == MediaEncoder::Isal);
+            let mut out = Vec::new();
+            // Chunks too small to probe: ISA-L takes each whole.
+            for chunk in audio.chunks(2 * PROBE_LEN) {
+                out.extend(compressors.checked_member(chunk, Content::Media).unwrap());
+            }
+            assert!(out.len() < audio.len() * 9 / 10, "{encoder:?} compresses");
+            assert_eq!(gunzip(&out), audio, "{encoder:?}");
+            let mut gzip = std::process::Command::new("gzip")
+                .arg("-t")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            gzip.stdin.take().unwrap().write_all(&out).unwrap();
+            assert!(gzip.wait().unwrap().success(), "gzip -t, {encoder:?}");
+            members.push(out);
+        }
+        if let [libdeflate, isal] = &members[..] {
+            assert_ne!(libdeflate, isal, "ISA-L was used");
+        }
     }
 
     #[test]

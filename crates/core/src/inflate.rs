@@ -5,9 +5,11 @@
 //! the other side only consumes decoded bytes, so hashing, decoding and
 //! the work on the decoded stream (tar parsing, member hashes) run in
 //! parallel. Every member's CRC-32 and length are checked by libdeflate.
+//! [`MemberCheck`] proves each member as it is made, and [`hash_file`] is
+//! what is left of a backup's read-back after that.
 //!
 //! Whole-member decoding needs the member in memory: members written by
-//! mss-backup are 4 MiB; larger ones (up to 64 MiB) are handled by
+//! mss-backup are 2 MiB (4 MiB before); larger ones (up to 64 MiB) are handled by
 //! growing the buffers, and anything bigger is refused as not ours.
 
 use std::fs::File;
@@ -98,6 +100,61 @@ impl Read for GzReader {
 /// passes its CRC, and the file's sha256 is returned.
 pub fn check_file(path: &Path) -> io::Result<FileDigest> {
     GzReader::new(File::open(path)?).finish()
+}
+
+/// The sha256 and size of what `file` holds from its current offset on,
+/// calling `read` after each read (for progress). With every member proven
+/// by [`MemberCheck`] before it was written, this is all a backup's
+/// read-back needs: the bytes on disk are the bytes that were proven.
+pub fn hash_file(mut file: &File, mut read: impl FnMut()) -> io::Result<FileDigest> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        read();
+    }
+    Ok(FileDigest {
+        sha256: hex(&hasher.finalize()),
+        size,
+    })
+}
+
+/// Proves a freshly made gzip member before it is written: it is exactly
+/// one complete member, and it decodes (CRC-32 and length checked) to
+/// exactly the bytes it was made from. Run on the compressing thread, in
+/// memory, so the check costs no second pass over the file.
+pub struct MemberCheck {
+    inflater: Inflater,
+    scratch: Vec<u8>,
+}
+
+impl MemberCheck {
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            inflater: Inflater::new()?,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Whether `member` is one gzip member that decodes to `data`.
+    pub fn holds(&mut self, member: &[u8], data: &[u8]) -> bool {
+        // One byte of room past `data`: a member that decodes to more fails.
+        self.scratch.resize(data.len() + 1, 0);
+        match self.inflater.gzip(member, &mut self.scratch) {
+            Ok((used, decoded)) => {
+                used == member.len() && decoded == data.len() && self.scratch[..decoded] == *data
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 fn corrupt(offset: u64, what: &str) -> io::Error {
@@ -345,6 +402,40 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out.len(), data.len());
+    }
+
+    #[test]
+    fn member_check_accepts_only_the_exact_member() {
+        let data: Vec<u8> = (0..500_000u32).map(|i| (i * 7 % 13) as u8).collect();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&data).unwrap();
+        let member = enc.finish().unwrap();
+        let mut check = MemberCheck::new().unwrap();
+        assert!(check.holds(&member, &data));
+        assert!(!check.holds(&member, &data[1..]), "other bytes");
+        assert!(
+            !check.holds(&member[..member.len() - 1], &data),
+            "truncated"
+        );
+        let mut flipped = member.clone();
+        flipped[member.len() / 2] ^= 1;
+        assert!(!check.holds(&flipped, &data), "flipped");
+        let mut two = member.clone();
+        two.extend_from_slice(&member);
+        assert!(!check.holds(&two, &data), "a second member");
+    }
+
+    #[test]
+    fn hash_file_matches_sha256_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut reads = 0;
+        let digest = hash_file(&File::open(&path).unwrap(), || reads += 1).unwrap();
+        let (sha256, size) = crate::manifest::sha256_of(&data[..]).unwrap();
+        assert_eq!(digest, FileDigest { sha256, size });
+        assert!(reads >= 3);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod durable;
 pub mod gz;
 pub mod inflate;
 pub mod inventory;
+mod isal;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;
