@@ -299,8 +299,7 @@ fn encrypt(
             let why = format!("encryption failed, so nothing was sent: {e}");
             tracing::error!("{why}");
             if encryption.local {
-                let warning =
-                    format!("the local backup {} was kept unencrypted: {e}", plain.name);
+                let warning = format!("the local backup {} was kept unencrypted: {e}", plain.name);
                 tracing::warn!("{warning}");
                 report.warnings.push(warning);
             }
@@ -324,7 +323,10 @@ fn encrypt(
             let warning = format!("the local backup {} was kept unencrypted: {e}", plain.name);
             tracing::warn!("{warning}");
             report.warnings.push(warning);
-            (plain, Err(format!("encryption failed, so nothing was sent: {e}")))
+            (
+                plain,
+                Err(format!("encryption failed, so nothing was sent: {e}")),
+            )
         }
     }
 }
