@@ -202,9 +202,21 @@ pub fn run_with(
         host: status::host_name(),
         encrypted_for: None,
     };
-    match make_artifact(plan, &mut report.warnings, hooks.progress) {
-        Ok((plain, files)) => {
-            let (artifact, offsite_copy) = encrypt(plan, offsite, plain, &mut report);
+    // The keys are read before the archive is made, and the encryption runs
+    // beside the post-write check; a bad key fails the offsite copies only.
+    let (job, sealing) = sealing(plan, offsite);
+    match make_artifact(plan, &mut report.warnings, hooks.progress, job) {
+        Ok((plain, files, sealed)) => {
+            let sealed = match sealing {
+                Sealing::Off => None,
+                Sealing::Failed(e) => Some(Err(e)),
+                Sealing::To(recipients) => Some(
+                    sealed
+                        .unwrap_or(Err(seal::SealError::Thread))
+                        .map(|s| (s, recipients)),
+                ),
+            };
+            let (artifact, offsite_copy) = encrypt(plan, plain, sealed, &mut report);
             report.archive = Some(artifact.name.file_name());
             report.size_bytes = Some(artifact.size);
             report.sha256 = Some(artifact.sha256.clone());
@@ -253,43 +265,67 @@ pub fn run_with(
     Ok(report)
 }
 
-/// Encrypts the plain artifact when the plan says so, once for every
-/// target. Returns the local artifact and what the offsite targets get:
-/// the plain one, the encrypted one, or (encryption configured but
-/// failed) the one line that tells them why they get nothing. With
-/// `local` encryption the plain archive is replaced by the encrypted one;
-/// if encryption fails it stays, with a warning: a plain backup beats none.
+/// Whether this run encrypts, and to how many recipients.
+enum Sealing {
+    Off,
+    To(usize),
+    /// Configured, but the keys cannot be used: no offsite copy is sent.
+    Failed(seal::SealError),
+}
+
+/// The keys to encrypt to, read once before the archive is made (and the
+/// durability the encrypted file needs), when the plan encrypts anything:
+/// offsite copies, or the local backup with `local`.
+fn sealing(plan: &Plan, offsite: &[Destination]) -> (Option<SealJob>, Sealing) {
+    let Some(encryption) = &plan.encryption else {
+        return (None, Sealing::Off);
+    };
+    if offsite.is_empty() && !encryption.local {
+        return (None, Sealing::Off);
+    }
+    match seal::Recipients::load(&encryption.recipients) {
+        Ok(recipients) => {
+            let count = recipients.len();
+            let durability = if encryption.local {
+                seal::Durability::Synced
+            } else {
+                seal::Durability::Transient
+            };
+            (
+                Some(SealJob {
+                    recipients,
+                    durability,
+                }),
+                Sealing::To(count),
+            )
+        }
+        Err(e) => (None, Sealing::Failed(e)),
+    }
+}
+
+/// What [`write_archive`] encrypts beside its read-back.
+struct SealJob {
+    recipients: seal::Recipients,
+    durability: seal::Durability,
+}
+
+/// Turns the encrypted copy made beside the archive into what each target
+/// gets. Returns the local artifact and what the offsite targets get: the
+/// plain one, the encrypted one, or (encryption configured but failed) the
+/// one line that tells them why they get nothing. With `local` encryption
+/// the plain archive is replaced by the encrypted one; if encryption
+/// failed it stays, with a warning: a plain backup beats none.
 fn encrypt(
     plan: &Plan,
-    offsite: &[Destination],
     plain: Artifact,
+    sealed: Option<Result<(Artifact, usize), seal::SealError>>,
     report: &mut RunStatus,
 ) -> (Artifact, Result<Artifact, String>) {
-    let Some(encryption) = &plan.encryption else {
+    let (Some(encryption), Some(sealed)) = (&plan.encryption, sealed) else {
         let copy = plain.clone();
         return (plain, Ok(copy));
     };
-    if offsite.is_empty() && !encryption.local {
-        let copy = plain.clone();
-        return (plain, Ok(copy));
-    }
     let dir = plan.archive_dir();
-    let sealed = seal::Recipients::load(&encryption.recipients).and_then(|recipients| {
-        let clock = Instant::now();
-        let durability = if encryption.local {
-            seal::Durability::Synced
-        } else {
-            seal::Durability::Transient
-        };
-        let sealed = seal::seal(&plain, &recipients, &dir, durability)?;
-        tracing::info!(
-            recipients = recipients.len(),
-            bytes = sealed.size,
-            seconds = round_ms(clock.elapsed()),
-            "encrypted with age"
-        );
-        Ok((sealed, recipients.len()))
-    });
     let sealed = match sealed {
         Ok((sealed, recipients)) => {
             report.encrypted_for = Some(recipients);
@@ -452,13 +488,18 @@ fn put_and_prune(
     ok
 }
 
-/// Builds, checks and publishes the archive in the local archive dir.
-/// Returns the artifact and how many files it holds.
+/// An encrypted copy made beside the archive, if one was asked for.
+type Sealed = Option<Result<Artifact, seal::SealError>>;
+
+/// Builds, checks and publishes the archive in the local archive dir, and
+/// with a `job` its encrypted copy (hidden, see [`seal::seal`]). Returns
+/// the artifact, how many files it holds, and the encrypted copy.
 fn make_artifact(
     plan: &Plan,
     warnings: &mut Vec<String>,
     progress: &dyn Progress,
-) -> Result<(Artifact, u64), BackupError> {
+    job: Option<SealJob>,
+) -> Result<(Artifact, u64, Sealed), BackupError> {
     // A restore killed mid-swap is finished first, so what is backed up is
     // whole (and its safety net is where the log said).
     for line in crate::restore::recover_interrupted(&plan.data_dir) {
@@ -520,6 +561,7 @@ fn make_artifact(
         &live_db_meta,
         warnings,
         progress,
+        job,
     );
     let _ = fs::remove_dir_all(&staging);
     result
@@ -537,7 +579,10 @@ fn write_archive(
     live_db_meta: &fs::Metadata,
     warnings: &mut Vec<String>,
     progress: &dyn Progress,
-) -> Result<(Artifact, u64), BackupError> {
+    job: Option<SealJob>,
+) -> Result<(Artifact, u64, Sealed), BackupError> {
+    let mut job = job;
+    let mut sealed: Sealed = None;
     let snapshot_path = staging.join("sound_machine.db");
     // The snapshot is written in the backup dir too: a full disk there is
     // the same fault as during the archive, and gets the same message.
@@ -631,8 +676,36 @@ fn write_archive(
             path: partial.clone(),
             detail,
         };
-        let digest =
-            read_back(&partial, written.size, progress).map_err(|e| unreadable(e.to_string()))?;
+        // The encrypted copy is made from the same partial meanwhile, on
+        // other cores; it is discarded below if the read-back fails.
+        let digest = std::thread::scope(|scope| {
+            let sealing = job.take().map(|job| {
+                let source = Artifact {
+                    name: name.clone(),
+                    archive: partial.clone(),
+                    sidecar: PathBuf::new(),
+                    sha256: written.sha256.clone(),
+                    size: written.size,
+                };
+                scope.spawn(move || {
+                    let clock = Instant::now();
+                    let sealed = seal::seal(&source, &job.recipients, archive_dir, job.durability);
+                    if let Ok(sealed) = &sealed {
+                        tracing::info!(
+                            recipients = job.recipients.len(),
+                            bytes = sealed.size,
+                            seconds = round_ms(clock.elapsed()),
+                            "encrypted with age"
+                        );
+                    }
+                    sealed
+                })
+            });
+            let digest = read_back(&partial, written.size, progress);
+            sealed = sealing.map(|h| h.join().unwrap_or(Err(seal::SealError::Thread)));
+            digest
+        })
+        .map_err(|e| unreadable(e.to_string()))?;
         if digest.sha256 != written.sha256 || digest.size != written.size {
             return Err(unreadable(format!(
                 "sha256 {} ({} bytes) on disk, {} ({} bytes) written",
@@ -641,10 +714,16 @@ fn write_archive(
         }
         Ok(written)
     })();
+    let discard_sealed = |sealed: &Sealed| {
+        if let Some(Ok(sealed)) = sealed {
+            seal::discard(sealed);
+        }
+    };
     let written = match written {
         Ok(written) => written,
         Err(e) => {
             let _ = fs::remove_file(&partial);
+            discard_sealed(&sealed);
             return Err(e);
         }
     };
@@ -671,9 +750,13 @@ fn write_archive(
     if let Err(e) = published {
         let _ = fs::remove_file(&partial);
         let _ = fs::remove_file(&sidecar);
+        discard_sealed(&sealed);
         return Err(e);
     }
-    durable::fsync_dir(archive_dir).map_err(io_err("cannot sync", archive_dir))?;
+    if let Err(e) = durable::fsync_dir(archive_dir) {
+        discard_sealed(&sealed);
+        return Err(io_err("cannot sync", archive_dir)(e));
+    }
     tracing::info!(archive = %final_path.display(), bytes = written.size, sha256 = %written.sha256, "archive written and verified");
     Ok((
         Artifact {
@@ -684,6 +767,7 @@ fn write_archive(
             size: written.size,
         },
         written.files,
+        sealed,
     ))
 }
 

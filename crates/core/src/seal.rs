@@ -81,6 +81,8 @@ pub enum SealError {
         "{archive} does not decrypt: {reason} (the file is damaged or truncated; use another copy of this backup); nothing was changed"
     )]
     Damaged { archive: PathBuf, reason: String },
+    #[error("the encryption thread stopped without a result")]
+    Thread,
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
