@@ -352,6 +352,10 @@ fn report(title: &str, cases: &[Case]) {
 /// Runs `sh -c shell` and reads its wall time, CPU time and peak RSS
 /// (the largest of the shell and the processes it waited for).
 fn measure(shell: &str, env: &[(String, String)]) -> Result<Sample, String> {
+    // Every command starts with nothing left to write, untimed: the outputs
+    // of the ones before (hundreds of MB each, which tar never fsyncs) would
+    // otherwise be flushed during this one's fsyncs and counted against it.
+    let _ = Command::new("sync").status();
     let started = Instant::now();
     let child = Command::new("sh")
         .args(["-c", shell])
