@@ -474,13 +474,9 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
     // An encrypted archive: its sidecar is checked without a key; the rest
     // needs the identity, and is checked on a decrypted copy.
     let opened = if seal::is_encrypted(&path) {
-        // The sidecar is beside the archive, not beside the `latest` link.
-        let path = fs::canonicalize(&path).unwrap_or(path.clone());
         if settings.raw("identity_file")?.is_none() {
-            let checked = verify::read_sidecar(&path)
-                .and_then(|expected| verify::check_whole_file(&path, &expected));
-            return Ok(match checked {
-                Ok(_) => {
+            return Ok(match verify::check_sidecar(&path) {
+                Ok((path, _)) => {
                     println!(
                         "Checked {}: sha256 matches its checksum file. Its contents are encrypted and were not checked (set MSS_BACKUP_IDENTITY_FILE to check every file and the database too)",
                         path.display()

@@ -142,8 +142,6 @@ impl Drop for Opened {
 
 /// Checks the encrypted `archive` against its sidecar and decrypts it.
 pub fn open(settings: &Settings, archive: &Path, identities: &Identities) -> Result<Opened> {
-    // The sidecar is beside the archive, not beside the `latest` link.
-    let archive = &fs::canonicalize(archive).unwrap_or_else(|_| archive.to_path_buf());
     let dir = settings
         .backup_dir
         .join(format!(".staging-open-{}", std::process::id()));

@@ -117,6 +117,20 @@ pub fn check_whole_file(archive: &Path, expected: &str) -> Result<u64, VerifyErr
     Ok(size)
 }
 
+/// The cheap half of a verification on its own: resolves `archive` (the
+/// `latest` link to the archive it names, whose sidecar is beside it),
+/// hashes the whole file and compares with its sidecar. Returns the
+/// resolved path and the size.
+pub fn check_sidecar(archive: &Path) -> Result<(PathBuf, u64), VerifyError> {
+    let archive = fs::canonicalize(archive).map_err(|source| VerifyError::Io {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let expected = read_sidecar(&archive)?;
+    let size = check_whole_file(&archive, &expected)?;
+    Ok((archive, size))
+}
+
 /// Verifies `archive` fully; `scratch` is a private directory for the
 /// database copy that `integrity_check` needs.
 pub fn verify(archive: &Path, scratch: &Path) -> Result<Verified, VerifyError> {
