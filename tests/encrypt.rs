@@ -262,12 +262,15 @@ fn usb_gets_ciphertext_that_the_age_command_opens_with_an_age_or_ssh_key() {
         count_rows_in(&db_before, &env),
         "the database came back"
     );
+    assert_no_decrypted_copy(&env, "after the restore");
+}
+
+/// No decrypted copy (nor any staging dir) is left in the backup dir.
+fn assert_no_decrypted_copy(env: &TestEnv, what: &str) {
+    let left = entries(&env.backup_dir);
     assert!(
-        !entries(&env.backup_dir)
-            .iter()
-            .any(|n| n.starts_with(".staging")),
-        "the decrypted copy is gone: {:?}",
-        entries(&env.backup_dir)
+        !left.iter().any(|n| n.starts_with(".staging")),
+        "{what}: the decrypted copy is left: {left:?}"
     );
 }
 
@@ -397,13 +400,7 @@ fn damage_truncation_or_a_wrong_identity_restores_nothing() {
                 sounds_before,
                 "{case}/{mode}"
             );
-            assert!(
-                !entries(&env.backup_dir)
-                    .iter()
-                    .any(|n| n.starts_with(".staging")),
-                "{case}/{mode}: {:?}",
-                entries(&env.backup_dir)
-            );
+            assert_no_decrypted_copy(&env, &format!("{case}/{mode}"));
         }
         let out = env.expect(&["verify", path], 1);
         assert!(stderr(&out).contains("Verify FAILED"), "{case}");

@@ -402,7 +402,7 @@ fn stored_member(data: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flate2::read::MultiGzDecoder;
     use std::io::Read;
@@ -418,10 +418,21 @@ mod tests {
             .collect()
     }
 
-    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    pub(crate) fn gunzip(bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         MultiGzDecoder::new(bytes).read_to_end(&mut out).unwrap();
         out
+    }
+
+    /// Asserts that the `gzip` command accepts `bytes` (`gzip -t`).
+    pub(crate) fn assert_gzip_t(bytes: &[u8], what: &str) {
+        let mut gzip = std::process::Command::new("gzip")
+            .arg("-t")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        gzip.stdin.take().unwrap().write_all(bytes).unwrap();
+        assert!(gzip.wait().unwrap().success(), "gzip -t, {what}");
     }
 
     #[test]
@@ -472,13 +483,7 @@ mod tests {
             }
             assert!(out.len() < audio.len() * 9 / 10, "{encoder:?} compresses");
             assert_eq!(gunzip(&out), audio, "{encoder:?}");
-            let mut gzip = std::process::Command::new("gzip")
-                .arg("-t")
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            gzip.stdin.take().unwrap().write_all(&out).unwrap();
-            assert!(gzip.wait().unwrap().success(), "gzip -t, {encoder:?}");
+            assert_gzip_t(&out, &format!("{encoder:?}"));
             members.push(out);
         }
         if let [libdeflate, isal] = &members[..] {
