@@ -224,6 +224,8 @@ pub enum ArchiveError {
 pub struct Written {
     pub sha256: String,
     pub size: u64,
+    /// CRC-32 of the stream, for the read-back after writing.
+    pub crc32: u32,
     /// Regular files in the archive, not counting the manifest itself.
     pub files: u64,
     pub warnings: Vec<String>,
@@ -400,12 +402,14 @@ impl<W: Write> ArchiveWriter<W> {
             .map_err(ArchiveError::Write)?;
         let gz = self.tar.into_inner().map_err(ArchiveError::Write)?;
         let hashing = gz.finish().map_err(ArchiveError::Write)?;
+        let crc32 = hashing.crc32();
         let (out, sha256, size) = hashing.finish();
         Ok((
             out,
             Written {
                 sha256,
                 size,
+                crc32,
                 files: self.files,
                 warnings: self.warnings,
                 sections: self.sections,

@@ -613,7 +613,7 @@ fn write_archive(
     let written = (|| {
         let file =
             durable::create_new_private(&partial).map_err(io_err("cannot create", &partial))?;
-        let mut writer = ArchiveWriter::new(file, plan.gz);
+        let mut writer = ArchiveWriter::new(durable::Writeback::new(file), plan.gz);
         let write_err = |e: ArchiveError| match e {
             ArchiveError::Write(e) if durable::is_disk_full(&e) => {
                 BackupError::DiskFull(archive_dir.to_path_buf())
@@ -658,7 +658,7 @@ fn write_archive(
             )
             .map_err(write_err)?;
         let (file, written) = writer.finish().map_err(write_err)?;
-        file.sync_all().map_err(|e| {
+        file.sync_all().map(drop).map_err(|e| {
             if durable::is_disk_full(&e) {
                 BackupError::DiskFull(archive_dir.to_path_buf())
             } else {
@@ -667,11 +667,12 @@ fn write_archive(
         })?;
         tracing::info!(bytes = written.size, "archive written, reading it back");
         // Read back what reached the disk before giving it a backup's name:
-        // the bytes on disk hash to what was written, and what was written
-        // is only gzip members each proven, before it was written, to decode
-        // with a good CRC to exactly its input (`gz::ParallelGz`). (Members
-        // were hashed into the manifest as they were read; `mss-backup
-        // verify` rechecks them all.)
+        // the bytes on disk have the CRC-32 and length of the bytes written
+        // (whose sha256 goes in the sidecar), and what was written is only
+        // gzip members each proven, before it was written, to decode with a
+        // good CRC to exactly its input (`gz::ParallelGz`). (Files were
+        // hashed into the manifest as they were read; `mss-backup verify`
+        // rechecks them all.)
         let unreadable = |detail: String| BackupError::ReadBack {
             path: partial.clone(),
             detail,
@@ -706,10 +707,10 @@ fn write_archive(
             digest
         })
         .map_err(|e| unreadable(e.to_string()))?;
-        if digest.sha256 != written.sha256 || digest.size != written.size {
+        if digest != (written.crc32, written.size) {
             return Err(unreadable(format!(
-                "sha256 {} ({} bytes) on disk, {} ({} bytes) written",
-                digest.sha256, digest.size, written.sha256, written.size
+                "CRC-32 {:08x} ({} bytes) on disk, {:08x} ({} bytes) written",
+                digest.0, digest.1, written.crc32, written.size
             )));
         }
         Ok(written)
@@ -771,14 +772,14 @@ fn write_archive(
     ))
 }
 
-/// Hashes the archive at `path` as it is on disk ([`inflate::hash_file`]),
-/// reporting the bytes read.
-fn read_back(path: &Path, size: u64, progress: &dyn Progress) -> io::Result<inflate::FileDigest> {
+/// The CRC-32 and size of the archive at `path` as it is on disk
+/// ([`inflate::crc_file`]), reporting the bytes read.
+fn read_back(path: &Path, size: u64, progress: &dyn Progress) -> io::Result<(u32, u64)> {
     let file = fs::File::open(path)?;
     progress.start(Phase::ReadBack, size);
     let result = (|| {
         let mut watch = OffsetWatch::new(&file, progress)?;
-        inflate::hash_file(&file, || watch.update())
+        inflate::crc_file(&file, || watch.update())
     })();
     progress.finish();
     result

@@ -8,6 +8,8 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 /// Mode of every file mss-backup writes: `config/` holds WiFi secrets.
 pub const FILE_MODE: u32 = 0o600;
@@ -39,6 +41,98 @@ pub fn create_new_private(path: &Path) -> io::Result<File> {
 /// Flushes a directory's entries (a rename is durable only after this).
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Bytes written between two background syncs of [`Writeback`].
+const SYNC_EVERY: u64 = 32 << 20;
+
+/// A file writer whose data goes to disk while the rest is still being
+/// made: every [`SYNC_EVERY`] bytes it wakes a thread that calls
+/// `fdatasync`, so the closing [`Writeback::sync_all`] has little left to
+/// wait for. (On a VM, fsync also waits for the host to flush its cache:
+/// measured here, 0.45-0.6 s for a 357 MB archive synced at the end, 0.02 s
+/// after syncing along the way.) The writer never waits for the disk, and
+/// durability still comes only from `sync_all`, which reports any error
+/// a background sync met: an fsync error is reported once per open file,
+/// so it must not be dropped.
+pub struct Writeback {
+    file: File,
+    every: u64,
+    unsynced: u64,
+    syncer: Option<(mpsc::SyncSender<()>, JoinHandle<io::Result<()>>)>,
+}
+
+impl Writeback {
+    /// Wraps `file`; without a second descriptor (or a thread) it still
+    /// writes, and syncs only at the end.
+    pub fn new(file: File) -> Self {
+        Self::syncing_every(file, SYNC_EVERY)
+    }
+
+    /// Wraps `file` with no background syncs, for a file that may never
+    /// be synced at all; [`Writeback::sync_all`] still syncs it whole.
+    pub fn deferred(file: File) -> Self {
+        Self {
+            file,
+            every: u64::MAX,
+            unsynced: 0,
+            syncer: None,
+        }
+    }
+
+    fn syncing_every(file: File, every: u64) -> Self {
+        let syncer = file.try_clone().ok().and_then(|clone| {
+            let (wake, woken) = mpsc::sync_channel::<()>(1);
+            let thread = std::thread::Builder::new()
+                .name("writeback".into())
+                .spawn(move || {
+                    for () in woken {
+                        clone.sync_data()?;
+                    }
+                    Ok(())
+                })
+                .ok()?;
+            Some((wake, thread))
+        });
+        Self {
+            file,
+            every,
+            unsynced: 0,
+            syncer,
+        }
+    }
+
+    /// fsync, after the background syncs: everything written is on disk
+    /// when this returns Ok, and an error any sync met is returned.
+    pub fn sync_all(mut self) -> io::Result<File> {
+        if let Some((wake, thread)) = self.syncer.take() {
+            drop(wake);
+            thread
+                .join()
+                .map_err(|_| io::Error::other("the writeback thread stopped unexpectedly"))??;
+        }
+        self.file.sync_all()?;
+        Ok(self.file)
+    }
+}
+
+impl Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= self.every {
+            if let Some((wake, _)) = &self.syncer {
+                // Full: a sync is already on its way, which covers this too.
+                let _ = wake.try_send(());
+            }
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// The parent of `path`, or `.` for a bare name.
@@ -152,6 +246,22 @@ mod tests {
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Background syncs along the way lose and reorder nothing.
+    #[test]
+    fn writeback_keeps_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive");
+        let data: Vec<u8> = (0..5_000_003u32).map(|i| (i % 253) as u8).collect();
+        let mut out = Writeback::syncing_every(create_new_private(&path).unwrap(), 1 << 20);
+        assert!(out.syncer.is_some());
+        for piece in data.chunks(100_001) {
+            out.write_all(piece).unwrap();
+        }
+        let file = out.sync_all().unwrap();
+        assert_eq!(file.metadata().unwrap().len(), data.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), data);
     }
 
     #[test]

@@ -77,6 +77,7 @@ fn unescape(path: &str) -> Option<String> {
 pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
+    crc: crc32fast::Hasher,
     written: u64,
 }
 
@@ -85,8 +86,15 @@ impl<W: Write> HashingWriter<W> {
         Self {
             inner,
             hasher: Sha256::new(),
+            crc: crc32fast::Hasher::new(),
             written: 0,
         }
+    }
+
+    /// CRC-32 of what has been written so far: a cheap second fingerprint
+    /// for reading the file back ([`crate::inflate::crc_file`]).
+    pub fn crc32(&self) -> u32 {
+        self.crc.clone().finalize()
     }
 
     /// The inner writer, the hex sha256 and the byte count.
@@ -99,6 +107,7 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.crc.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
     }

@@ -24,7 +24,7 @@ use std::thread::{self, JoinHandle};
 
 use age::secrecy::ExposeSecret;
 
-use crate::durable;
+use crate::durable::{self, Writeback};
 use crate::manifest::{self, HashingWriter};
 use crate::name::ArtifactName;
 use crate::target::Artifact;
@@ -280,6 +280,10 @@ pub fn encrypt_file(
                     index: 0,
                     detail: format!(": {e}"),
                 })?;
+        let output = match durability {
+            Durability::Synced => Writeback::new(output),
+            Durability::Transient => Writeback::deferred(output),
+        };
         let mut stream = encryptor
             .wrap_output(Offload::new(output))
             .map_err(io_err("cannot write", dest))?;
@@ -292,7 +296,9 @@ pub fn encrypt_file(
             .and_then(Offload::finish)
             .map_err(io_err("cannot write", dest))?;
         if durability == Durability::Synced {
-            file.sync_all().map_err(io_err("cannot sync", dest))?;
+            file.sync_all()
+                .map(drop)
+                .map_err(io_err("cannot sync", dest))?;
         }
         Ok((sha256, size))
     })();
@@ -309,14 +315,14 @@ pub fn encrypt_file(
 struct Offload {
     buf: Vec<u8>,
     blocks: Option<SyncSender<Vec<u8>>>,
-    worker: Option<JoinHandle<io::Result<(File, String, u64)>>>,
+    worker: Option<JoinHandle<io::Result<(Writeback, String, u64)>>>,
 }
 
 const OFFLOAD_BLOCK: usize = 1 << 20;
 const OFFLOAD_DEPTH: usize = 4;
 
 impl Offload {
-    fn new(file: File) -> Self {
+    fn new(file: Writeback) -> Self {
         let (blocks, received) = mpsc::sync_channel::<Vec<u8>>(OFFLOAD_DEPTH);
         let worker = thread::spawn(move || {
             let mut out = HashingWriter::new(file);
@@ -348,7 +354,7 @@ impl Offload {
             .unwrap_or_else(|| io::Error::other("the writer thread stopped before the end")))
     }
 
-    fn join(&mut self) -> io::Result<(File, String, u64)> {
+    fn join(&mut self) -> io::Result<(Writeback, String, u64)> {
         self.blocks = None;
         match self.worker.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
@@ -358,7 +364,7 @@ impl Offload {
     }
 
     /// Writes what is left and returns the file, the sha256 and the size.
-    fn finish(mut self) -> io::Result<(File, String, u64)> {
+    fn finish(mut self) -> io::Result<(Writeback, String, u64)> {
         self.send()?;
         self.join()
     }
@@ -420,7 +426,7 @@ pub fn decrypt_file(
         })?;
     let result = (|| {
         let output = durable::create_new_private(dest).map_err(io_err("cannot create", dest))?;
-        let mut hashing = Offload::new(output);
+        let mut hashing = Offload::new(Writeback::new(output));
         copy_large(&mut reader, &mut hashing).map_err(|e| match e {
             // age reports a failed tag or a missing last chunk as InvalidData
             // or UnexpectedEof: the file, not the disk.
@@ -436,7 +442,9 @@ pub fn decrypt_file(
             Copy::Write(e) => io_err("cannot write", dest)(e),
         })?;
         let (file, sha256, size) = hashing.finish().map_err(io_err("cannot write", dest))?;
-        file.sync_all().map_err(io_err("cannot sync", dest))?;
+        file.sync_all()
+            .map(drop)
+            .map_err(io_err("cannot sync", dest))?;
         Ok((sha256, size))
     })();
     if result.is_err() {
