@@ -66,8 +66,10 @@ const STORE_ABOVE_RATIO: f64 = 0.97;
 /// Bytes compressed at the lowest level to guess whether a chunk will shrink.
 const PROBE_LEN: usize = 64 << 10;
 /// A media chunk goes to libdeflate instead of ISA-L when ISA-L's member of
-/// the probe is more than this times libdeflate's at the dense level.
-const ISAL_WORSE_BY: f64 = 1.05;
+/// the probe is more than this times libdeflate's at the media level: the
+/// chunks where libdeflate saves over 7% of the member for 3-4 times the
+/// CPU (calibrated on the bench data: see the README's performance notes).
+const ISAL_WORSE_BY: f64 = 1.08;
 
 struct Job {
     seq: u64,
@@ -343,20 +345,27 @@ impl Compressors {
             // not typical of what follows.
             let start = data.len() / 2 - PROBE_LEN / 2;
             let probe = &data[start..start + PROBE_LEN];
-            let probed = self.compress(1, probe)?.len();
+            // The fastest encoder at hand says whether the chunk shrinks.
+            let by_isal = match &mut self.isal {
+                Some(isal) if use_isal => {
+                    let mut out = Vec::new();
+                    isal.gzip(probe, &mut out).map(|()| out.len())
+                }
+                _ => None,
+            };
+            let probed = match by_isal {
+                Some(len) => len,
+                None => self.compress(1, probe)?.len(),
+            };
             if probed as f64 > STORE_ABOVE_RATIO * PROBE_LEN as f64 {
                 return Ok(stored_member(data));
             }
-            // ISA-L's entropy coding falls well behind on some audio (loud
-            // hits over a quiet floor); there libdeflate is worth its time.
-            if use_isal {
-                let mut out = Vec::new();
-                let by_isal = match &mut self.isal {
-                    Some(isal) => isal.gzip(probe, &mut out).map(|()| out.len()),
-                    None => None,
-                };
-                let dense = self.compress(self.options.dense_level, probe)?.len();
-                use_isal = by_isal.is_some_and(|n| n as f64 <= ISAL_WORSE_BY * dense as f64);
+            // ISA-L finds no 3-byte matches, so it falls well behind on
+            // some audio (loud hits over a quiet floor); there libdeflate's
+            // member is worth its time.
+            if let Some(by_isal) = by_isal {
+                let by_libdeflate = self.compress(self.options.media_level, probe)?.len();
+                use_isal = by_isal as f64 <= ISAL_WORSE_BY * by_libdeflate as f64;
             }
         }
         let member = match (content, &mut self.isal) {
