@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use mss_backup_core::backup::Encryption;
+use mss_backup_core::backup::{Encryption, OPENED_PREFIX};
 use mss_backup_core::durable;
 use mss_backup_core::seal::{self, Identities, RecipientSource, Recipients};
 
@@ -128,7 +128,8 @@ pub fn identities(settings: &Settings, archive: &Path) -> Result<Identities> {
 
 /// A decrypted copy of an encrypted archive, in a private dir of the
 /// backup dir (the same disk as the archives, not a small /tmp); the dir
-/// goes when this is dropped, and a leftover is removed by the next backup.
+/// goes when this is dropped, and a leftover is removed by the next backup
+/// once this process has ended (`verify` holds no lock).
 pub struct Opened {
     pub archive: PathBuf,
     dir: PathBuf,
@@ -144,7 +145,7 @@ impl Drop for Opened {
 pub fn open(settings: &Settings, archive: &Path, identities: &Identities) -> Result<Opened> {
     let dir = settings
         .backup_dir
-        .join(format!(".staging-open-{}", std::process::id()));
+        .join(format!("{OPENED_PREFIX}{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     durable::create_private_dir(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;

@@ -269,9 +269,40 @@ fn usb_gets_ciphertext_that_the_age_command_opens_with_an_age_or_ssh_key() {
 fn assert_no_decrypted_copy(env: &TestEnv, what: &str) {
     let left = entries(&env.backup_dir);
     assert!(
-        !left.iter().any(|n| n.starts_with(".staging")),
+        !left
+            .iter()
+            .any(|n| n.starts_with(".staging") || n.starts_with(".open-")),
         "{what}: the decrypted copy is left: {left:?}"
     );
+}
+
+/// `verify` of an encrypted archive decrypts it into `.open-PID` without
+/// taking the lock, so a backup starting meanwhile must leave that copy
+/// alone; one whose process has ended is a leftover, and goes.
+#[test]
+fn a_backup_keeps_a_running_verifys_decrypted_copy_and_removes_a_dead_ones() {
+    let env = TestEnv::new();
+    env.backup_ok();
+    // PID 1 runs as long as the machine (or container) does.
+    let running = env.backup_dir.join(".open-1");
+    let ended_pid = {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let ended = env.backup_dir.join(format!(".open-{ended_pid}"));
+    for dir in [&running, &ended] {
+        fs::create_dir(dir).unwrap();
+        fs::write(dir.join("mss-backup.tar.gz"), b"decrypted").unwrap();
+    }
+    env.backup_ok();
+    assert_eq!(
+        fs::read(running.join("mss-backup.tar.gz")).unwrap(),
+        b"decrypted",
+        "the running verify's copy was touched"
+    );
+    assert!(!ended.exists(), "the ended verify's copy is left");
 }
 
 /// Rows of `trackpacks` in a database held as bytes.

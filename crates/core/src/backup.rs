@@ -883,19 +883,31 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
+/// Prefix of the dir, in the backup dir, where `verify` or `restore` of an
+/// encrypted archive decrypts it, followed by the process id. A `verify`
+/// runs without the lock, so a backup removes only those whose process is
+/// gone.
+pub const OPENED_PREFIX: &str = ".open-";
+
 /// Removes what an interrupted run left: hidden partial and temp files of
-/// ours in the archive dir, staging dirs in the backup dir, and sidecars
-/// whose archive never got its name (see `write_archive`).
+/// ours in the archive dir, staging dirs in the backup dir (decrypted
+/// copies only once their process has ended), and sidecars whose archive
+/// never got its name (see `write_archive`).
 fn remove_leftovers(plan: &Plan) -> Result<(), BackupError> {
     let archive_dir = plan.archive_dir();
     for (dir, prefix) in [
         (&archive_dir, ".mss-backup-"),
         (&plan.backup_dir, ".staging-"),
+        (&plan.backup_dir, OPENED_PREFIX),
     ] {
         let entries = fs::read_dir(dir).map_err(io_err("cannot list", dir))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if !name.to_string_lossy().starts_with(prefix) {
+            let name = name.to_string_lossy();
+            let Some(rest) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            if prefix == OPENED_PREFIX && rest.parse().is_ok_and(process_is_alive) {
                 continue;
             }
             let path = entry.path();
@@ -925,6 +937,18 @@ fn remove_leftovers(plan: &Plan) -> Result<(), BackupError> {
         }
     }
     Ok(())
+}
+
+/// Whether process `pid` exists (signal 0 only checks; EPERM means it
+/// exists under another user).
+fn process_is_alive(pid: libc::pid_t) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only reports whether
+    // the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn now_rfc3339() -> String {
