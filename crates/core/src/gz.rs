@@ -63,8 +63,10 @@ impl Default for GzOptions {
 /// A chunk compresses to a member no bigger than this fraction of its size,
 /// or it is stored: a member that saves under 3% is not worth its CPU.
 const STORE_ABOVE_RATIO: f64 = 0.97;
-/// Bytes compressed at the lowest level to guess whether a chunk will shrink.
-const PROBE_LEN: usize = 64 << 10;
+/// Bytes from the middle of a chunk compressed to guess how it will do:
+/// 32 KiB takes the same decisions as 64 KiB did on the bench data (the
+/// archive 0.04% bigger) for 0.2 s less CPU in 4.3; 16 KiB misjudges.
+const PROBE_LEN: usize = 32 << 10;
 /// A media chunk goes to libdeflate instead of ISA-L when ISA-L's member of
 /// the probe is more than this times libdeflate's at the media level: the
 /// chunks where libdeflate saves over 7% of the member for 3-4 times the
