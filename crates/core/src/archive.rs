@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::gz::{Content, GzOptions, ParallelGz};
-use crate::manifest::{self, HashingReader, HashingWriter, MANIFEST_PATH};
+use crate::manifest::{self, CrcWriter, HashingReader, HashingWriter, MANIFEST_PATH};
 
 /// The database's path inside the archive (and inside `cloud-data/`).
 pub const DB_PATH: &str = "data/sound_machine.db";
@@ -235,7 +235,7 @@ pub struct Written {
 /// Streams tar members through the parallel gzip writer into `W`, hashing
 /// each file for the manifest and the whole output for the sidecar.
 pub struct ArchiveWriter<W: Write> {
-    tar: tar::Builder<ParallelGz<HashingWriter<W>>>,
+    tar: tar::Builder<ParallelGz<HashingWriter<CrcWriter<W>>>>,
     manifest: String,
     sections: BTreeMap<Section, SectionStats>,
     files: u64,
@@ -244,7 +244,8 @@ pub struct ArchiveWriter<W: Write> {
 
 impl<W: Write> ArchiveWriter<W> {
     pub fn new(out: W, gz: GzOptions) -> Self {
-        let mut tar = tar::Builder::new(ParallelGz::new(HashingWriter::new(out), gz));
+        let mut tar =
+            tar::Builder::new(ParallelGz::new(HashingWriter::new(CrcWriter::new(out)), gz));
         tar.follow_symlinks(false);
         Self {
             tar,
@@ -402,8 +403,8 @@ impl<W: Write> ArchiveWriter<W> {
             .map_err(ArchiveError::Write)?;
         let gz = self.tar.into_inner().map_err(ArchiveError::Write)?;
         let hashing = gz.finish().map_err(ArchiveError::Write)?;
-        let crc32 = hashing.crc32();
-        let (out, sha256, size) = hashing.finish();
+        let (crc, sha256, size) = hashing.finish();
+        let (out, crc32) = crc.finish();
         Ok((
             out,
             Written {

@@ -434,11 +434,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 251) as u8).collect();
-        let mut writer = crate::manifest::HashingWriter::new(Vec::new());
+        let mut writer = crate::manifest::CrcWriter::new(Vec::new());
         for piece in data.chunks(77_777) {
             writer.write_all(piece).unwrap();
         }
-        let written = writer.crc32();
+        let (_, written) = writer.finish();
         std::fs::write(&path, &data).unwrap();
         let mut reads = 0;
         let on_disk = crc_file(&File::open(&path).unwrap(), || reads += 1).unwrap();

@@ -77,7 +77,6 @@ fn unescape(path: &str) -> Option<String> {
 pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
-    crc: crc32fast::Hasher,
     written: u64,
 }
 
@@ -86,15 +85,8 @@ impl<W: Write> HashingWriter<W> {
         Self {
             inner,
             hasher: Sha256::new(),
-            crc: crc32fast::Hasher::new(),
             written: 0,
         }
-    }
-
-    /// CRC-32 of what has been written so far: a cheap second fingerprint
-    /// for reading the file back ([`crate::inflate::crc_file`]).
-    pub fn crc32(&self) -> u32 {
-        self.crc.clone().finalize()
     }
 
     /// The inner writer, the hex sha256 and the byte count.
@@ -107,8 +99,41 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.crc.update(&buf[..n]);
         self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A writer that takes the CRC-32 of what passes through it: a cheap
+/// second fingerprint of an archive, for reading it back
+/// ([`crate::inflate::crc_file`]).
+pub struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> CrcWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// The inner writer and the CRC-32 of everything written.
+    pub fn finish(self) -> (W, u32) {
+        (self.inner, self.crc.finalize())
+    }
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
         Ok(n)
     }
 
