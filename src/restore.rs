@@ -252,6 +252,9 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
     } else {
         None
     };
+    // The plan names the archive the operator chose: the decrypted copy is
+    // a private detail that is gone when the restore ends.
+    let chosen = archive.clone();
     let archive = opened.as_ref().map_or(archive, |o| o.archive.clone());
     tracing::info!(
         mode = opts.mode.word(),
@@ -265,10 +268,14 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         Ok(ExitCode::from(EXIT_FAILED))
     };
 
-    let plan = match restore::plan(&archive, opts.mode, &settings.data_dir) {
+    let mut plan = match restore::plan(&archive, opts.mode, &settings.data_dir) {
         Ok(plan) => plan,
         Err(e) => return failed(e.to_string()),
     };
+    if opened.is_some() {
+        plan.archive = std::fs::canonicalize(&chosen).unwrap_or(chosen);
+        plan.archive_size = std::fs::metadata(&plan.archive).map_or(plan.archive_size, |m| m.len());
+    }
     eprintln!("Verifying {} ...", plan.archive.display());
     let progress = crate::progress::for_stderr();
     let staged =

@@ -489,8 +489,16 @@ fn encrypt_local_keeps_only_encrypted_backups_with_their_own_latest_link() {
         stdout(&out)
     );
     fs::write(env.db_path(), b"broken").unwrap();
-    db_restore(&env, "latest", 0);
+    let out = db_restore(&env, "latest", 0);
     assert_eq!(integrity(&env.db_path()), "ok");
+    // The plan names the encrypted archive the operator chose, never the
+    // private decrypted copy (which is gone by now).
+    let from = format!("  from      {}", env.archive_dir().join(&link).display());
+    assert!(
+        stdout(&out).contains(&from) && !stdout(&out).contains(".open-"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
