@@ -673,6 +673,60 @@ fn health_ok() -> String {
 
 /// Hook scripts for stop and start: `kill` makes that hook kill the
 /// restore (by the pid in the lock file), as a crash at that step would.
+/// Live data moves on after the backup: a new upload and a new row.
+/// Returns the state a restore would replace.
+fn move_on_after_the_backup(env: &TestEnv) -> LiveState {
+    fs::write(
+        env.data_dir.join("Sounds/uploads/after-the-backup.wav"),
+        b"RIFF new upload",
+    )
+    .unwrap();
+    rusqlite::Connection::open(env.db_path())
+        .unwrap()
+        .execute(
+            "INSERT INTO trackpacks(name) VALUES ('after the backup')",
+            [],
+        )
+        .unwrap();
+    live_state(env)
+}
+
+/// The database's side files a `restore MODE` moves first, one
+/// `renameat2` each; then come the exchange and the old data's rename.
+fn side_files(env: &TestEnv, mode: &str) -> u32 {
+    if mode != "db" {
+        return 0;
+    }
+    ["-wal", "-shm", "-journal"]
+        .iter()
+        .filter(|s| {
+            let mut p = env.db_path().into_os_string();
+            p.push(s);
+            Path::new(&p).exists()
+        })
+        .count() as u32
+}
+
+/// `path` holds what `restore MODE` replaced: the old tree, the old
+/// `Sounds/`, or the old database.
+fn assert_holds_the_old_data(path: &Path, mode: &str, old: &LiveState, what: &str) {
+    match mode {
+        "all" => assert_eq!(data_tree(path), old.tree, "{what}"),
+        "sounds" => {
+            let old_sounds: BTreeMap<String, String> = old
+                .tree
+                .iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix("Sounds/")
+                        .map(|r| (r.to_string(), v.clone()))
+                })
+                .collect();
+            assert_eq!(data_tree(path), old_sounds, "{what}");
+        }
+        _ => assert_eq!(count_rows(path, "trackpacks"), old.rows.unwrap(), "{what}"),
+    }
+}
+
 fn hooks(env: &mut TestEnv, kill_in: Option<&str>) {
     let lock = env.backup_dir.join(".lock");
     for hook in ["stop", "start"] {
@@ -716,20 +770,7 @@ fn kill_9_of_a_restore_at_each_step_leaves_the_old_state_or_the_new_one() {
             let mut env = TestEnv::with_audio(2);
             env.backup_ok();
             let backup = live_state(&env);
-            // Live data moves on after the backup.
-            fs::write(
-                env.data_dir.join("Sounds/uploads/after-the-backup.wav"),
-                b"RIFF new upload",
-            )
-            .unwrap();
-            rusqlite::Connection::open(env.db_path())
-                .unwrap()
-                .execute(
-                    "INSERT INTO trackpacks(name) VALUES ('after the backup')",
-                    [],
-                )
-                .unwrap();
-            let old = live_state(&env);
+            let old = move_on_after_the_backup(&env);
             let new = restored_state(mode, &old, &backup);
             assert_ne!(old, new, "{what}: the restore changes something");
             let args = ["restore", mode, "--yes"];
@@ -741,20 +782,7 @@ fn kill_9_of_a_restore_at_each_step_leaves_the_old_state_or_the_new_one() {
                 _ => {
                     let mut no_stop = args.to_vec();
                     no_stop.push("--no-stop");
-                    // The database's side files move first, one rename
-                    // each; then the exchange, then the old data's rename.
-                    let sides = if mode == "db" {
-                        ["-wal", "-shm", "-journal"]
-                            .iter()
-                            .filter(|s| {
-                                let mut p = env.db_path().into_os_string();
-                                p.push(s);
-                                Path::new(&p).exists()
-                            })
-                            .count() as u32
-                    } else {
-                        0
-                    };
+                    let sides = side_files(&env, mode);
                     let (syscall, when) = match how {
                         "renameat2 exchange" => ("renameat2", sides + 1),
                         "renameat2 net" => ("renameat2", sides + 2),
@@ -809,21 +837,7 @@ fn kill_9_of_a_restore_at_each_step_leaves_the_old_state_or_the_new_one() {
                     );
                 }
                 assert!(net.exists(), "{what}: safety net {} missing", net.display());
-                match mode {
-                    "all" => assert_eq!(data_tree(&net), old.tree, "{what}"),
-                    "sounds" => {
-                        let old_sounds: BTreeMap<String, String> = old
-                            .tree
-                            .iter()
-                            .filter_map(|(k, v)| {
-                                k.strip_prefix("Sounds/")
-                                    .map(|r| (r.to_string(), v.clone()))
-                            })
-                            .collect();
-                        assert_eq!(data_tree(&net), old_sounds, "{what}");
-                    }
-                    _ => assert_eq!(count_rows(&net, "trackpacks"), old.rows.unwrap()),
-                }
+                assert_holds_the_old_data(&net, mode, &old, &what);
             }
             let leftovers: Vec<String> = entries(&env.project_dir)
                 .into_iter()
@@ -852,6 +866,80 @@ fn kill_9_of_a_restore_at_each_step_leaves_the_old_state_or_the_new_one() {
                 if swapped { "new" } else { "old" }
             );
         }
+    }
+}
+
+/// After the exchange, the old data cannot be moved to the safety net and
+/// the exchange back fails too (both `renameat2` calls fail with ENOSPC,
+/// injected by strace). The restore stops, says where the old data is and
+/// how to keep it, and that data is still there; the next run moves it to
+/// the safety net.
+#[test]
+fn a_swap_stuck_half_way_keeps_the_old_data_where_it_says() {
+    for mode in ["db", "sounds"] {
+        let what = format!("restore {mode}, stuck after the exchange");
+        let env = TestEnv::with_audio(2);
+        env.backup_ok();
+        let backup = live_state(&env);
+        let old = move_on_after_the_backup(&env);
+        let inject = format!(
+            "inject=renameat2:error=ENOSPC:when={}+",
+            side_files(&env, mode) + 2
+        );
+        let wrapper = [
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=renameat2",
+            "-e",
+            &inject,
+            "--",
+        ];
+        let out = wrapped(&env, &wrapper, &["restore", mode, "--yes", "--no-stop"])
+            .output()
+            .expect("strace must be installed (cargo xtask test installs it)");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        let mv = err
+            .split("keep it with: mv ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{what}: no mv to keep the old data: {err}"));
+        let mut words = mv.split_whitespace();
+        let (at, net) = match (words.next(), words.next()) {
+            (Some(at), Some(net)) => (PathBuf::from(at), PathBuf::from(net)),
+            _ => panic!("{what}: {err}"),
+        };
+        assert!(
+            at.exists(),
+            "{what}: the old data is gone from {}",
+            at.display()
+        );
+        assert_holds_the_old_data(&at, mode, &old, &what);
+        assert_eq!(
+            live_state(&env),
+            restored_state(mode, &old, &backup),
+            "{what}"
+        );
+        assert!(lock_is_free(&env), "{what}: lock held");
+
+        // The next run finishes what the stuck one could not.
+        let dry = env.expect(&["restore", mode, "--dry-run"], 0);
+        assert!(
+            format!("{}{}", stdout(&dry), stderr(&dry)).contains("killed after swapping"),
+            "{what}: the next run reports what it finished: {}{}",
+            stdout(&dry),
+            stderr(&dry)
+        );
+        assert_holds_the_old_data(&net, mode, &old, &what);
+        let leftovers: Vec<String> = entries(&env.project_dir)
+            .into_iter()
+            .filter(|n| n.starts_with(".mss-restore-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{what}: {leftovers:?}");
+        eprintln!("{what}: the old data kept, then moved to the safety net");
     }
 }
 

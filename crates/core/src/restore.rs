@@ -1273,6 +1273,10 @@ pub fn swap(mut staged: Staged, now: NaiveDateTime) -> Result<Swapped, SwapError
                         main_net.display()
                     );
                     if let Err(e) = exchange(&staged_item, &live_item) {
+                        // The data from before the restore is inside the
+                        // staging dir now: it must outlive this run, for
+                        // the operator's mv or the next run's recovery.
+                        staged.staging = None;
                         return Err(SwapError::Stuck {
                             step,
                             source,
