@@ -267,7 +267,9 @@ impl Meta {
         };
         Ok(Self {
             mode: header.mode()?,
-            mtime: Some(UNIX_EPOCH + Duration::from_secs(header.mtime()?)),
+            // A time past what SystemTime holds (a base-256 field can say
+            // 2^64 s) is left unset rather than overflowing.
+            mtime: UNIX_EPOCH.checked_add(Duration::from_secs(header.mtime()?)),
             owner,
         })
     }
@@ -1573,6 +1575,23 @@ mod tests {
         assert!(safe_rel(Path::new("Sounds/../../x")).is_err());
         assert!(safe_rel(Path::new("..")).is_err());
         assert!(safe_rel(Path::new("./")).is_err());
+    }
+
+    /// A base-256 mtime can say 2^64 - 1 s; restoring such a member must
+    /// not overflow the time (a panic, exit 101), only leave it unset.
+    #[test]
+    fn an_mtime_past_what_a_time_holds_is_left_unset() {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        let meta = Meta::of(&header, false).unwrap();
+        assert_eq!(
+            meta.mtime,
+            UNIX_EPOCH.checked_add(Duration::from_secs(1_700_000_000))
+        );
+        header.set_mtime(u64::MAX);
+        assert_eq!(header.mtime().unwrap(), u64::MAX, "stored in base 256");
+        assert_eq!(Meta::of(&header, false).unwrap().mtime, None);
     }
 
     #[test]
