@@ -13,7 +13,7 @@ use crate::support::*;
 use crate::targets::{Remote, Stick, target};
 
 /// `mss-backup keygen` into a fresh file: its path and public key.
-fn keygen(env: &TestEnv) -> (PathBuf, String) {
+pub(crate) fn keygen(env: &TestEnv) -> (PathBuf, String) {
     let path = env.home.join(unique("identity"));
     let out = env.expect(&["keygen", path.to_str().unwrap()], 0);
     let public = stdout(&out).trim().to_string();

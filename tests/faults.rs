@@ -1291,6 +1291,49 @@ fn two_backups_in_the_same_second_never_overwrite_one_another() {
     }
 }
 
+/// The same with local encryption, where a backup leaves only its `.age`
+/// file and sidecar: a second encrypted run in that second must not take
+/// its name (it would replace it, here and offsite), nor a plain run.
+#[test]
+fn an_encrypted_backup_in_the_same_second_is_never_overwritten() {
+    let mut env = TestEnv::new();
+    let (_identity, public) = crate::encrypt::keygen(&env);
+    env.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
+    env.set("MSS_BACKUP_ENCRYPT_LOCAL", "true");
+    let second = "2026-03-01 03:15:00";
+    let backups = |env: &TestEnv| -> Vec<String> {
+        let mut names: Vec<String> = entries(&env.archive_dir())
+            .into_iter()
+            .filter(|n| n.starts_with("mss-backup-2") && !n.ends_with(".sha256"))
+            .collect();
+        names.sort();
+        names
+    };
+    let first = at_time(&env, second, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let first_name = "mss-backup-2026-03-01_031500.tar.gz.age";
+    assert_eq!(backups(&env), [first_name]);
+    let bytes = fs::read(env.archive_dir().join(first_name)).unwrap();
+    let out = at_time(&env, second, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.unset("MSS_BACKUP_ENCRYPT_LOCAL");
+    let out = at_time(&env, second, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        backups(&env),
+        [
+            first_name,
+            "mss-backup-2026-03-01_031501.tar.gz.age",
+            "mss-backup-2026-03-01_031502.tar.gz"
+        ]
+    );
+    assert_eq!(
+        fs::read(env.archive_dir().join(first_name)).unwrap(),
+        bytes,
+        "the first archive is untouched"
+    );
+}
+
 #[test]
 fn a_clock_set_back_never_lets_retention_delete_the_newest_backup() {
     let mut env = TestEnv::new();

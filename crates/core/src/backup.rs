@@ -601,10 +601,15 @@ fn write_archive(
         "database snapshot passed integrity_check"
     );
 
+    // A second that already has a backup, plain or encrypted (local
+    // encryption leaves only the `.age`), is taken: the next one is used.
+    let taken = |name: &ArtifactName| {
+        [name.plain(), name.encrypted()].iter().any(|n| {
+            archive_dir.join(n.file_name()).exists() || archive_dir.join(n.sidecar_name()).exists()
+        })
+    };
     let mut name = ArtifactName::at(Local::now().naive_local());
-    while archive_dir.join(name.file_name()).exists()
-        || archive_dir.join(name.sidecar_name()).exists()
-    {
+    while taken(&name) {
         name = name.next_second();
     }
     let partial = archive_dir.join(format!(".{}.partial", name.file_name()));
