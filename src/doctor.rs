@@ -289,7 +289,7 @@ fn check_backup_dir(report: &mut Report, settings: &Settings, data_bytes: Option
             Mark::Fail,
             "free space",
             format!(
-                "Not enough free space in {}: a backup needs up to {}, {} available{last_words} (free some space or lower MSS_BACKUP_RETENTION)",
+                "Not enough free space in {}: a backup needs up to {}, {} available{last_words} (free some space there, e.g. delete its oldest backup; then lower MSS_BACKUP_RETENTION so it does not fill again)",
                 existing.display(),
                 human_bytes(needed),
                 human_bytes(space.available)

@@ -289,6 +289,69 @@ fn a_stick_without_room_is_refused_before_copying() {
     assert_local_intact(&env);
 }
 
+/// A stick that holds two backups but not three. With retention 3 the
+/// third is refused and nothing on the stick is deleted (deleting the one
+/// backup retention would let go is not enough). With retention 2, the
+/// oldest goes first, to make room, and the copy lands.
+#[test]
+fn a_full_stick_makes_room_by_retention_and_only_when_that_is_enough() {
+    let mut env = TestEnv::new();
+    env.backup_ok();
+    let archive = env.archive_dir().join(&env.archives()[0]);
+    let size = fs::metadata(&archive).unwrap().len();
+    // Two backups and their sidecars, the 1 MiB margin, and half a backup.
+    let stick = Stick::tmpfs(&format!(
+        "{}k",
+        (2 * size + (1 << 20) + size / 2) / 1024 + 64
+    ));
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.set("MSS_BACKUP_USB_RETENTION", "3");
+    let on_stick = || -> Vec<String> {
+        let mut names: Vec<String> = entries(&stick.backups())
+            .into_iter()
+            .filter(|n| n.ends_with(".tar.gz"))
+            .collect();
+        names.sort();
+        names
+    };
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        env.backup_ok();
+    }
+    let two = on_stick();
+    assert_eq!(two.len(), 2, "{two:?}");
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = env.expect(&[], 1);
+    assert!(
+        stderr(&out).contains("would not free enough")
+            && stderr(&out).contains("lower MSS_BACKUP_USB_RETENTION"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        on_stick(),
+        two,
+        "nothing deleted when it would not be enough"
+    );
+
+    env.set("MSS_BACKUP_USB_RETENTION", "2");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.backup_ok();
+    let newest = env.status()["archive"].as_str().unwrap().to_string();
+    assert_eq!(on_stick(), [two[1].clone(), newest], "the oldest made room");
+    let status = env.status();
+    let usb = target(&status, "usb:");
+    assert_eq!(usb["status"], "success", "{usb}");
+    assert!(
+        usb["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 deleted by retention"),
+        "{usb}"
+    );
+}
+
 /// What restore relies on from any target holding exactly the backup
 /// `names[0]`: it is listed, `get` brings a byte-identical copy with its
 /// sidecar, an unknown name is `NotFound`, and `delete` empties the list.

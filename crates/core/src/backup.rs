@@ -83,7 +83,7 @@ pub enum BackupError {
     )]
     DatabaseMissing(PathBuf),
     #[error(
-        "Not enough free space in {dir}: the backup needs up to {needed} MiB, {available} MiB available (free some space or lower MSS_BACKUP_RETENTION)"
+        "Not enough free space in {dir}: the backup needs up to {needed} MiB, {available} MiB available (free some space there, e.g. delete its oldest backup; then lower MSS_BACKUP_RETENTION so it does not fill again)"
     )]
     NoSpace {
         dir: PathBuf,
@@ -91,7 +91,7 @@ pub enum BackupError {
         available: u64,
     },
     #[error(
-        "The disk holding {0} filled up during the backup; the partial archive was removed (free some space or lower MSS_BACKUP_RETENTION)"
+        "The disk holding {0} filled up during the backup; the partial archive was removed (free some space there, e.g. delete its oldest backup; then lower MSS_BACKUP_RETENTION so it does not fill again)"
     )]
     DiskFull(PathBuf),
     #[error(
@@ -436,6 +436,7 @@ fn put_and_prune(
         .collect();
     let outcome = (|| {
         target.preflight()?;
+        let mut deleted = make_room(target, policy, artifact, &held)?;
         if is_local {
             // The archive is already in place: nothing to show.
             target.put(artifact)?;
@@ -447,7 +448,6 @@ fn put_and_prune(
         }
         let names = target.list()?;
         let doomed = retention::to_delete_holding(&names, policy, Some(&artifact.name), &held);
-        let mut deleted = Vec::new();
         for name in &doomed {
             target.delete(name)?;
             deleted.push(name.file_name());
@@ -494,6 +494,39 @@ type Sealed = Option<Result<Artifact, seal::SealError>>;
 /// Builds, checks and publishes the archive in the local archive dir, and
 /// with a `job` its encrypted copy (hidden, see [`seal::seal`]). Returns
 /// the artifact, how many files it holds, and the encrypted copy.
+/// Before a copy that would not fit on `target`: deletes the backups
+/// retention would delete once the copy is in, when that frees enough.
+/// They are due to go anyway, so a full stick recovers on its own, and
+/// lowering its retention is enough to make room. Nothing is deleted when
+/// it would not be enough: the put then fails on its own space check.
+fn make_room(
+    target: &dyn Target,
+    policy: RetentionPolicy,
+    artifact: &Artifact,
+    held: &[ArtifactName],
+) -> Result<Vec<String>, crate::target::TargetError> {
+    let Some(short) = target.shortfall(artifact).filter(|&short| short > 0) else {
+        return Ok(Vec::new());
+    };
+    let mut names = target.list()?;
+    names.push(artifact.name.clone());
+    let doomed = retention::to_delete_holding(&names, policy, Some(&artifact.name), held);
+    let freed = doomed
+        .iter()
+        .map(|n| target.size_of(n))
+        .sum::<Option<u64>>();
+    if doomed.is_empty() || freed.is_none_or(|freed| freed < short) {
+        return Ok(Vec::new());
+    }
+    let mut deleted = Vec::new();
+    for name in &doomed {
+        target.delete(name)?;
+        tracing::info!(target = target.name(), backup = %name, "deleted by retention before the copy, to make room for it");
+        deleted.push(name.file_name());
+    }
+    Ok(deleted)
+}
+
 fn make_artifact(
     plan: &Plan,
     warnings: &mut Vec<String>,

@@ -73,4 +73,16 @@ pub trait Target: Send + Sync {
     fn get(&self, name: &ArtifactName, dest_dir: &Path) -> Result<PathBuf, TargetError>;
     /// Removes a backup and its sidecar.
     fn delete(&self, name: &ArtifactName) -> Result<(), TargetError>;
+    /// How many bytes `artifact` lacks on a target with a space limit it
+    /// can see (a mounted disk): `Some(0)` when it fits, `None` where
+    /// there is no such limit or it cannot be known now.
+    fn shortfall(&self, artifact: &Artifact) -> Option<u64> {
+        let _ = artifact;
+        None
+    }
+    /// The bytes a stored backup takes (archive and sidecar), where known.
+    fn size_of(&self, name: &ArtifactName) -> Option<u64> {
+        let _ = name;
+        None
+    }
 }

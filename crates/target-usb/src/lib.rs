@@ -243,14 +243,8 @@ impl UsbTarget {
         }
     }
 
-    /// FAT's file limit and the free space, before a byte is written.
-    fn check_room(&self, mount: &Mount, artifact: &Artifact) -> Result<(), TargetError> {
-        check_fat_limit(mount, artifact.size).map_err(|reason| {
-            self.unavailable(format!(
-                "USB target {} {reason} (reformat the stick as exFAT or ext4)",
-                self.config.path.display()
-            ))
-        })?;
+    /// The bytes `artifact` needs on the stick and the bytes free there.
+    fn space_for(&self, artifact: &Artifact) -> Result<(u64, u64), TargetError> {
         let sidecar = fs::metadata(&artifact.sidecar)
             .map(|m| m.len())
             .unwrap_or(0);
@@ -265,13 +259,25 @@ impl UsbTarget {
             action: format!("checking the free space on {}", self.config.path.display()),
             detail: e.to_string(),
         })?;
-        if needed > space.available {
+        Ok((needed, space.available))
+    }
+
+    /// FAT's file limit and the free space, before a byte is written.
+    fn check_room(&self, mount: &Mount, artifact: &Artifact) -> Result<(), TargetError> {
+        check_fat_limit(mount, artifact.size).map_err(|reason| {
+            self.unavailable(format!(
+                "USB target {} {reason} (reformat the stick as exFAT or ext4)",
+                self.config.path.display()
+            ))
+        })?;
+        let (needed, available) = self.space_for(artifact)?;
+        if needed > available {
             return Err(self.unavailable(format!(
-                "Not enough free space on USB target {}: {} needs {} MiB, {} MiB available (free space on the stick or lower MSS_BACKUP_USB_RETENTION)",
+                "Not enough free space on USB target {}: {} needs {} MiB, {} MiB available, and deleting the backups retention lets go would not free enough (free space on the stick, or lower MSS_BACKUP_USB_RETENTION)",
                 self.config.path.display(),
                 artifact.name,
                 needed.div_ceil(1 << 20),
-                space.available >> 20
+                available >> 20
             )));
         }
         Ok(())
@@ -329,6 +335,18 @@ impl Target for UsbTarget {
     fn delete(&self, name: &ArtifactName) -> Result<(), TargetError> {
         self.check()?;
         self.dir.delete(name)
+    }
+
+    fn shortfall(&self, artifact: &Artifact) -> Option<u64> {
+        self.check().ok()?;
+        let (needed, available) = self.space_for(artifact).ok()?;
+        Some(needed.saturating_sub(available))
+    }
+
+    fn size_of(&self, name: &ArtifactName) -> Option<u64> {
+        let archive = fs::metadata(self.dir().join(name.file_name())).ok()?;
+        let sidecar = fs::metadata(self.dir().join(name.sidecar_name())).map_or(0, |m| m.len());
+        Some(archive.len() + sidecar)
     }
 }
 
