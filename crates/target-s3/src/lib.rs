@@ -776,10 +776,13 @@ impl Target for S3Target {
             })
     }
 
-    /// Deletes the sidecar first, so a half-deleted backup is never listed.
+    /// Deletes the archive first. A backup half deleted is then a lone
+    /// sidecar: never listed, a few bytes. The other way round it would be
+    /// a lone archive, never listed either, so never deleted, and billed
+    /// for good.
     fn delete(&self, name: &ArtifactName) -> Result<(), TargetError> {
         let prefix = self.prefix()?;
-        for file in [name.sidecar_name(), name.file_name()] {
+        for file in [name.file_name(), name.sidecar_name()] {
             let key = format!("{prefix}{file}");
             self.runtime
                 .block_on(self.operator.delete(&key))
