@@ -268,6 +268,13 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         Ok(ExitCode::from(EXIT_FAILED))
     };
 
+    // A restore killed half-way is finished first, so the plan sees the
+    // live data as it is: on a file system without RENAME_EXCHANGE,
+    // cloud-data/ itself may still be moved aside.
+    for line in restore::recover_interrupted(&settings.data_dir) {
+        tracing::warn!("{line}");
+        eprintln!("warning: {line}");
+    }
     let mut plan = match restore::plan(&archive, opts.mode, &settings.data_dir) {
         Ok(plan) => plan,
         Err(e) => return failed(e.to_string()),
