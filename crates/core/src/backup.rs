@@ -491,9 +491,6 @@ fn put_and_prune(
 /// An encrypted copy made beside the archive, if one was asked for.
 type Sealed = Option<Result<Artifact, seal::SealError>>;
 
-/// Builds, checks and publishes the archive in the local archive dir, and
-/// with a `job` its encrypted copy (hidden, see [`seal::seal`]). Returns
-/// the artifact, how many files it holds, and the encrypted copy.
 /// Before a copy that would not fit on `target`: deletes the backups
 /// retention would delete once the copy is in, when that frees enough.
 /// They are due to go anyway, so a full stick recovers on its own, and
@@ -527,6 +524,9 @@ fn make_room(
     Ok(deleted)
 }
 
+/// Builds, checks and publishes the archive in the local archive dir, and
+/// with a `job` its encrypted copy (hidden, see [`seal::seal`]). Returns
+/// the artifact, how many files it holds, and the encrypted copy.
 fn make_artifact(
     plan: &Plan,
     warnings: &mut Vec<String>,
