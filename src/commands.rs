@@ -550,25 +550,7 @@ fn show_config(settings: &Settings) -> Result<ExitCode> {
         let Some(raw) = settings.raw(&key)? else {
             continue;
         };
-        let secret = ["secret", "password", "token", "access_key"]
-            .iter()
-            .any(|word| key.contains(word));
-        let value = if secret {
-            "(set, hidden)".to_string()
-        } else if key == "encrypt_recipients" {
-            // Public keys, but key material all the same: only their number.
-            let n = raw
-                .value
-                .split(',')
-                .filter(|k| !k.trim().is_empty())
-                .count();
-            format!("({n} key{} set, hidden)", if n == 1 { "" } else { "s" })
-        } else if key == "ping_url" {
-            // Its path is the check's secret.
-            crate::monitor::redact(&raw.value)
-        } else {
-            raw.value
-        };
+        let value = crate::registry::shown_value(&key, &raw.value);
         println!("{key:<12} {value:<50} ({})", raw.origin);
     }
     match &settings.file {

@@ -13,8 +13,8 @@ use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-/// Prefix of every environment variable we read.
-pub const ENV_PREFIX: &str = "MSS_BACKUP_";
+pub use mss_backup_core::setting::{ENV_PREFIX, var_name};
+
 /// The variable naming the optional TOML file (not a setting itself).
 pub const CONFIG_VAR: &str = "MSS_BACKUP_CONFIG";
 
@@ -69,11 +69,6 @@ const FLAGS: [(&str, &str); 4] = [
     ("retention", "--retention"),
 ];
 
-/// The environment variable for a key: `usb_path` -> `MSS_BACKUP_USB_PATH`.
-pub fn var_name(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
-}
-
 /// Default number of backups kept.
 pub const DEFAULT_RETENTION: usize = 7;
 
@@ -100,41 +95,74 @@ impl Settings {
             .map(PathBuf::from)
             .ok_or_else(|| ConfigError("HOME is not set to an absolute path (mss-backup finds its default directories there; set HOME)".into()))?;
 
-        let (file, file_required) = match (config_flag, env.get(CONFIG_VAR)) {
-            (Some(path), _) => (Some(path.to_path_buf()), true),
-            (None, Some(path)) => (Some(PathBuf::from(path)), true),
-            (None, None) => (Some(home.join(".config/mss-backup/config.toml")), false),
-        };
-        let file = match file {
-            Some(path) if path.is_file() => Some(path),
-            Some(path) if file_required => {
+        let env_file_path = home.join(ENV_FILE);
+        let env_file_text = match std::fs::read_to_string(&env_file_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // An env file that exists but cannot be read would silently
+            // drop every setting the nightly run has: never guess.
+            Err(e) => {
                 return Err(ConfigError(format!(
-                    "Config file {} not found (create it, or unset {CONFIG_VAR})",
-                    path.display()
+                    "cannot read {}: {e} (run mss-backup as the user who ran `schedule install`, or fix the file's owner)",
+                    env_file_path.display()
                 )));
             }
-            _ => None,
         };
-
-        let env_file_path = home.join(ENV_FILE);
-        let env_file_vars = match std::fs::read_to_string(&env_file_path) {
-            Ok(text) => parse_env_file(&text).map_err(|line| {
+        let env_file_vars = match &env_file_text {
+            Some(text) => parse_env_file(text).map_err(|line| {
                 ConfigError(format!(
                     "{} line {line} is not KEY=VALUE (fix it, or run `mss-backup schedule install` again)",
                     env_file_path.display()
                 ))
             })?,
-            Err(_) => Env::new(),
+            None => Env::new(),
         };
-        let env_file = env_file_path.is_file().then_some(env_file_path);
+        let env_file = env_file_text.is_some().then_some(env_file_path);
+        if let (Some(path), Some(text)) = (&env_file, &env_file_text) {
+            check_env_names(&env_file_vars, Some((path, text)))?;
+        }
+        check_env_names(env, None)?;
+
+        // One meaning everywhere: the nightly run gets MSS_BACKUP_CONFIG from
+        // the env file through systemd, so a manual run takes it from there
+        // too when the shell does not set it.
+        let config_var = env
+            .get(CONFIG_VAR)
+            .map(|v| (v, CONFIG_VAR.to_string()))
+            .or_else(|| {
+                let path = env_file.as_deref()?;
+                let value = env_file_vars.get(CONFIG_VAR)?;
+                Some((value, format!("{CONFIG_VAR} in {}", path.display())))
+            });
+        let (file, named_by) = match (config_flag, config_var) {
+            (Some(path), _) => (path.to_path_buf(), Some("--config".to_string())),
+            (None, Some((path, origin))) => (PathBuf::from(path), Some(origin)),
+            (None, None) => (home.join(DEFAULT_CONFIG_FILE), None),
+        };
+        let file = match named_by {
+            _ if file.is_file() => Some(file),
+            Some(origin) => {
+                return Err(ConfigError(format!(
+                    "Config file {} not found (create it, or fix {origin})",
+                    file.display()
+                )));
+            }
+            None => None,
+        };
 
         let mut figment = Figment::new();
         if let Some(path) = &file {
-            figment = figment.merge(Toml::file(path));
+            let toml = Toml::file_exact(path);
+            let data = toml.data().map_err(|e| toml_error(path, &e))?;
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for key in data.values().flat_map(|dict| dict.keys()) {
+                check_file_key(key, path, &text)?;
+            }
+            figment = figment.merge(toml);
         }
         let figment = figment
             .merge(Layer::env_file(&env_file_vars, env_file.as_deref()))
-            .merge(Layer::env(env))
+            .merge(Layer::env(env, &env_file_vars))
             .merge(Layer::flags(flags));
         let mut settings = Settings {
             project_dir: PathBuf::new(),
@@ -163,6 +191,13 @@ impl Settings {
 
     /// A setting by key (`retention`, `usb_path`), exactly as written.
     pub fn raw(&self, key: &str) -> Result<Option<Raw>, ConfigError> {
+        // A key read here but missing from the registry could be set by no
+        // operator (loading refuses it as a typo) and would be missing from
+        // the man page: every test run trips over it at once.
+        debug_assert!(
+            crate::registry::find(key).is_some(),
+            "setting {key} is read but not in src/registry.rs"
+        );
         let Ok(value) = self.figment.find_value(key) else {
             return Ok(None);
         };
@@ -218,6 +253,11 @@ impl Settings {
             .unwrap_or_default()
     }
 
+    /// The variables of the environment file, as it was read.
+    pub fn env_file_vars(&self) -> &Env {
+        &self.env_file_vars
+    }
+
     /// A variable outside our prefix (`AWS_ACCESS_KEY_ID`, ...): the
     /// process environment first, then the environment file.
     pub fn outside_var(&self, name: &str) -> Option<String> {
@@ -267,6 +307,110 @@ impl Settings {
             })
             .transpose()
     }
+}
+
+/// The TOML file read when neither `--config` nor `MSS_BACKUP_CONFIG`
+/// names one, relative to HOME.
+pub const DEFAULT_CONFIG_FILE: &str = ".config/mss-backup/config.toml";
+
+/// A TOML syntax error as one line: the file, the line and column, and what
+/// the parser expected. Figment would otherwise report it only when a value
+/// is looked up, which is how a typo once dropped every setting.
+fn toml_error(path: &Path, e: &figment::Error) -> ConfigError {
+    let text = match &e.kind {
+        figment::error::Kind::Message(message) => message.clone(),
+        other => other.to_string(),
+    };
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let head = lines.next().unwrap_or("syntax error");
+    let place = head.strip_prefix("TOML parse error at ").unwrap_or(head);
+    let what: Vec<&str> = lines
+        .filter(|l| !l.starts_with('|') && !l.contains(" | ") && !l.ends_with(" |"))
+        .collect();
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", what.join("; "))
+    };
+    ConfigError(format!(
+        "Config file {} is not valid TOML at {place}{what} (fix that line, then run again)",
+        path.display()
+    ))
+}
+
+/// Why an unknown name is an error, and the fix.
+fn unknown(name: &str, place: &str, suggestion: Option<String>, fix: &str) -> ConfigError {
+    match suggestion {
+        Some(known) => ConfigError(format!(
+            "{name}{place} is not a setting: did you mean {known}? ({fix})"
+        )),
+        None => ConfigError(format!(
+            "{name}{place} is not a setting ({fix}; `mss-backup man` lists every setting)"
+        )),
+    }
+}
+
+/// Every `MSS_BACKUP_*` name in the environment (or, with its path and
+/// text, in the env file) must be a setting: a misspelled variable would
+/// otherwise be ignored, and its setting silently left at its default.
+fn check_env_names(vars: &Env, env_file: Option<(&Path, &str)>) -> Result<(), ConfigError> {
+    for name in vars.keys() {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let key = rest.to_ascii_lowercase();
+        if name == CONFIG_VAR || crate::registry::find(&key).is_some() {
+            continue;
+        }
+        let suggestion = crate::registry::closest(&key).map(var_name);
+        return Err(match env_file {
+            Some((path, text)) => {
+                let line = line_of(text, |l| l.trim_start().starts_with(&format!("{name}=")));
+                unknown(
+                    name,
+                    &format!(" in {}{line}", path.display()),
+                    suggestion,
+                    "fix the name, or delete that line",
+                )
+            }
+            None => unknown(
+                name,
+                "",
+                suggestion,
+                &format!("fix the name, or remove it: unset {name}"),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A key of the TOML file must be a setting (see `check_env_names`).
+fn check_file_key(key: &str, path: &Path, text: &str) -> Result<(), ConfigError> {
+    if crate::registry::find(key).is_some() {
+        return Ok(());
+    }
+    let line = line_of(text, |l| {
+        let l = l
+            .trim_start()
+            .trim_start_matches('[')
+            .trim_start_matches('"');
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(['=', ']', '"', '.']))
+    });
+    Err(unknown(
+        key,
+        &format!(" in {}{line}", path.display()),
+        crate::registry::closest(key).map(str::to_string),
+        "fix the key, or delete that line; keys are flat, like usb_path = \"/media/stick\"",
+    ))
+}
+
+/// ` line N` for the first line that matches, or nothing.
+fn line_of(text: &str, matches: impl Fn(&str) -> bool) -> String {
+    text.lines()
+        .position(matches)
+        .map(|i| format!(" line {}", i + 1))
+        .unwrap_or_default()
 }
 
 /// Default of `MSS_BACKUP_SHRINK_GUARD`: a backup holding under half of
@@ -410,17 +554,21 @@ struct Layer {
 impl Layer {
     /// `MSS_BACKUP_*` lines of the environment file.
     fn env_file(vars: &Env, path: Option<&Path>) -> Self {
-        let mut layer = Self::env(vars);
+        let mut layer = Self::env(vars, &Env::new());
         layer.name = ENV_FILE_NAME;
         layer.source = path.map(Path::to_path_buf);
         layer
     }
 
     /// `MSS_BACKUP_*` variables; keys are the lower-cased rest of the name.
-    fn env(env: &Env) -> Self {
+    /// A variable the env file sets to the same value is left to the env
+    /// file's layer: under the nightly timer systemd exports every line of
+    /// it, and `config` should say the value came from the file either way.
+    fn env(env: &Env, env_file: &Env) -> Self {
         let values = env
             .iter()
             .filter(|(k, _)| k.as_str() != CONFIG_VAR)
+            .filter(|(k, v)| env_file.get(*k) != Some(*v))
             .filter_map(|(k, v)| {
                 let key = k.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
                 (!key.is_empty()).then(|| (key, Value::from(v.clone())))
@@ -540,5 +688,40 @@ mod tests {
             err.0.contains("MSS_BACKUP_S3_USE_INSTANCE_METADATA=maybe"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_toml_syntax_error_is_one_line_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "retention = 10\nstop_cmd = \"docker compose stop mss\n",
+        )
+        .unwrap();
+        let mut env = Env::new();
+        env.insert("HOME".into(), "/home/mss".into());
+        let err = Settings::load(&env, &Overrides::new(), Some(&path)).unwrap_err();
+        assert!(
+            err.0.starts_with(&format!(
+                "Config file {} is not valid TOML at line 2, column",
+                path.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(err.0.lines().count(), 1, "{err}");
+    }
+
+    #[test]
+    fn unknown_names_are_refused_with_the_closest_setting() {
+        let err = load(&[("MSS_BACKUP_USB_LABLE", "x")]).unwrap_err();
+        assert!(
+            err.0.starts_with(
+                "MSS_BACKUP_USB_LABLE is not a setting: did you mean MSS_BACKUP_USB_LABEL?"
+            ),
+            "{err}"
+        );
+        assert!(load(&[("MSS_BACKUP_CONFIG_X", "x")]).is_err());
+        assert!(load(&[("MSS_BACKUP_DEFLATE", "libdeflate")]).is_ok());
     }
 }

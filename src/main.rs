@@ -14,6 +14,7 @@ mod manual;
 mod monitor;
 mod offsite_cmd;
 mod progress;
+mod registry;
 mod restore;
 mod schedule;
 mod targets;

@@ -21,6 +21,7 @@ pub mod restore;
 pub mod retention;
 pub mod sample;
 pub mod seal;
+pub mod setting;
 pub mod snapshot;
 pub mod status;
 pub mod target;
@@ -28,4 +29,5 @@ pub mod verify;
 
 pub use name::ArtifactName;
 pub use retention::RetentionPolicy;
+pub use setting::Setting;
 pub use target::{Artifact, Target, TargetError};

@@ -21,6 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use mss_backup_core::setting::{Setting, Shown};
 use mss_backup_core::{Artifact, ArtifactName, Target, TargetError};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,31 @@ use serde::{Deserialize, Serialize};
 pub const CONNECT_TIMEOUT_SECS: u32 = 10;
 /// Seconds rsync waits for data before giving up on a stalled transfer.
 pub const IO_TIMEOUT_SECS: u32 = 120;
+
+/// The rsync target's settings; `rsync_dest` switches it on.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "rsync_dest",
+        value: "[USER@]HOST:/PATH",
+        default: "off",
+        help: "where to copy over SSH, e.g. backup@nas:/srv/mss: switches the rsync target on",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "rsync_rsh",
+        value: "COMMAND",
+        default: "ssh",
+        help: "the remote shell, like rsync's RSYNC_RSH: ssh -p 2222 -i /home/mss/.ssh/mss_backup",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "rsync_retention",
+        value: "N",
+        default: "the local retention",
+        help: "backups kept on the remote side",
+        shown: Shown::Plain,
+    },
+];
 
 /// Where backups go and how to get there. Plain data; nothing in it is
 /// secret (`BatchMode=yes` rules out passwords, so credentials live in key

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mss_backup_core::progress::{NoProgress, Progress};
+use mss_backup_core::setting::{Setting, Shown};
 use mss_backup_core::{Artifact, ArtifactName, Target, TargetError, durable, manifest};
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{Buffer, ErrorKind, Operator};
@@ -48,6 +49,91 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// The user metadata key the archive's sha256 is stored under (sent as
 /// `x-amz-meta-sha256`).
 pub const SHA256_METADATA: &str = "sha256";
+
+/// The S3 target's settings; `s3_bucket` switches it on.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "s3_bucket",
+        value: "BUCKET",
+        default: "off",
+        help: "the bucket (it must exist): switches the S3 target on",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "s3_endpoint",
+        value: "URL",
+        default: "AWS S3",
+        help: "https://... or http://... of an S3-compatible server",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "s3_region",
+        value: "REGION",
+        default: DEFAULT_REGION,
+        help: "the region requests are signed for",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "s3_prefix",
+        value: "PREFIX",
+        default: "mss/<server id>/",
+        help: "where in the bucket; the id is read from cloud-data/data/server_id.txt",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "s3_retention",
+        value: "N",
+        default: "the local retention",
+        help: "backups kept under the prefix",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "s3_access_key_id",
+        value: "KEY",
+        default: "AWS_ACCESS_KEY_ID",
+        help: "the access key; else the AWS_* variables, else AWS_PROFILE",
+        shown: Shown::Secret,
+    },
+    Setting {
+        key: "s3_secret_access_key",
+        value: "SECRET",
+        default: "AWS_SECRET_ACCESS_KEY",
+        help: "the secret key (never printed)",
+        shown: Shown::Secret,
+    },
+    Setting {
+        key: "s3_virtual_host_style",
+        value: "true|false",
+        default: "false",
+        help: "true: https://BUCKET.host/key instead of https://host/BUCKET/key",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "s3_use_instance_metadata",
+        value: "true|false",
+        default: "false",
+        help: "true: also the cloud instance's role (the whole AWS credential chain)",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "s3_timeout",
+        value: "SECONDS",
+        default: "120",
+        help: "seconds (or 90s, 5m) one request or one 8 MiB part may take before it is retried",
+        shown: Shown::Plain,
+    },
+];
+
+/// The standard AWS variables the S3 target also reads (outside our prefix),
+/// which the nightly run must see too.
+pub const OUTSIDE_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+];
 /// How long aborting a failed upload may take, retries included.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retries of a failed request, with exponential backoff and jitter

@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use mss_backup_core::durable;
+use mss_backup_core::setting::{Setting, Shown};
 use mss_backup_core::{Artifact, ArtifactName, Target, TargetError};
 use mss_backup_target_local::DirTarget;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,31 @@ pub const FAT_MAX_FILE: u64 = (4 << 30) - 1;
 pub const MAX_LABEL_LEN: usize = 64;
 /// Room kept free beyond the artifact itself (sidecar, directory entries).
 const SPACE_MARGIN: u64 = 1 << 20;
+
+/// The USB target's settings; `usb_path` switches it on.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "usb_path",
+        value: "PATH",
+        default: "off",
+        help: "the USB stick's mount point, e.g. /media/backup-stick: switches the USB target on",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "usb_label",
+        value: "LABEL",
+        default: "none",
+        help: "the stick must carry this label (written by `mss-backup usb init`)",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "usb_retention",
+        value: "N",
+        default: "the local retention",
+        help: "backups kept on the stick",
+        shown: Shown::Plain,
+    },
+];
 
 /// Where the stick is mounted and which stick it must be. Plain data: no
 /// secrets here.

@@ -1,0 +1,191 @@
+//! The one list of settings: the binary's own below, then the archiver's
+//! and each target crate's tables, in that order. Loading checks every key
+//! against it (so a misspelled variable or TOML key is an error that names
+//! the setting it resembles), and `config`, `schedule install` and the man
+//! page are written from it, so a setting cannot exist in the code and be
+//! missing from what the operator reads.
+
+use mss_backup_core::setting::{self, Setting, Shown};
+
+/// The settings the binary reads itself: directories, retention, the
+/// restore hooks, monitoring, encryption and the timer.
+const GENERAL: &[Setting] = &[
+    Setting {
+        key: "project_dir",
+        value: "DIR",
+        default: "~/Projects/sound-machine",
+        help: "the MSS project (for `docker compose ps` and git in the inventory); --project-dir",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "data_dir",
+        value: "DIR",
+        default: "PROJECT/cloud-data",
+        help: "what is backed up; --data-dir",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "dir",
+        value: "DIR",
+        default: "~/backups/mss",
+        help: "archive dir, status, log and lock; --backup-dir",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "retention",
+        value: "N",
+        default: "7",
+        help: "backups kept (at least 1); --retention",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "shrink_guard",
+        value: "FRACTION|off",
+        default: "0.5",
+        help: "a backup with under this fraction of the previous one's files or bytes is a warning, and the previous one is kept",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "allow_other_owner",
+        value: "true|false",
+        default: "false",
+        help: "true: run even though the backup dir belongs to another user",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "stop_cmd",
+        value: "COMMAND",
+        default: "docker compose down",
+        help: "restore: stops MSS (sh -c, in the project dir)",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "start_cmd",
+        value: "COMMAND",
+        default: "docker compose up -d",
+        help: "restore: starts MSS again",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "health_url",
+        value: "URL",
+        default: "http://localhost:8080/api/trackpacks",
+        help: "restore: must answer 2xx once MSS is back (http:// only)",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "health_timeout",
+        value: "SECONDS",
+        default: "120",
+        help: "restore: seconds (or 90s, 3m) MSS gets to answer",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "encrypt_recipients",
+        value: "KEYS",
+        default: "off",
+        help: "comma-separated age1... or ssh public keys: every offsite copy is encrypted with age",
+        shown: Shown::KeyCount,
+    },
+    Setting {
+        key: "encrypt_recipients_file",
+        value: "FILE",
+        default: "off",
+        help: "the same from a recipients file in age's format; not together with the above",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "encrypt_local",
+        value: "true|false",
+        default: "false",
+        help: "true: the local backups are encrypted too (NAME.tar.gz.age)",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "identity_file",
+        value: "FILE",
+        default: "none",
+        help: "verify/restore: the age identity (or unencrypted ssh private key) that opens encrypted backups",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "random_delay",
+        value: "DURATION",
+        default: "none",
+        help: "schedule install: the timer's RandomizedDelaySec= (e.g. 15m)",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "ping_url",
+        value: "URL",
+        default: "off",
+        help: "Healthchecks-style URL pinged at the start, on success and on failure; its path is a secret",
+        shown: Shown::UrlPath,
+    },
+    Setting {
+        key: "metrics_file",
+        value: "FILE.prom",
+        default: "off",
+        help: "Prometheus metrics for node_exporter's textfile collector",
+        shown: Shown::Plain,
+    },
+];
+
+/// Every setting, in the order the reference lists them.
+pub fn settings() -> impl Iterator<Item = &'static Setting> {
+    [
+        GENERAL,
+        setting::SETTINGS,
+        mss_backup_target_usb::SETTINGS,
+        mss_backup_target_rsync::SETTINGS,
+        mss_backup_target_s3::SETTINGS,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The setting with this key.
+pub fn find(key: &str) -> Option<&'static Setting> {
+    settings().find(|s| s.key == key)
+}
+
+/// The known key closest to a misspelled one.
+pub fn closest(key: &str) -> Option<&'static str> {
+    setting::closest(key, settings().map(|s| s.key))
+}
+
+/// Variables outside our prefix that some target reads (`AWS_*`), which the
+/// nightly run needs as much as the settings.
+pub fn outside_vars() -> impl Iterator<Item = &'static str> {
+    mss_backup_target_s3::OUTSIDE_VARS.iter().copied()
+}
+
+/// Outside variables that are secrets (the rest name a profile or a file).
+const OUTSIDE_SECRETS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// A value as `config` and `schedule install` may print it: secrets hidden,
+/// a ping URL's secret path left out, public keys counted. `name` is a key
+/// (`s3_bucket`) or a variable (`MSS_BACKUP_S3_BUCKET`, `AWS_PROFILE`).
+pub fn shown_value(name: &str, value: &str) -> String {
+    let key = name
+        .strip_prefix(setting::ENV_PREFIX)
+        .map_or_else(|| name.to_string(), str::to_ascii_lowercase);
+    let shown = match find(&key) {
+        Some(setting) => setting.shown,
+        None if OUTSIDE_SECRETS.contains(&name) => Shown::Secret,
+        None => Shown::Plain,
+    };
+    match shown {
+        Shown::Plain => value.to_string(),
+        Shown::Secret => "(set, hidden)".to_string(),
+        Shown::UrlPath => crate::monitor::redact(value),
+        Shown::KeyCount => {
+            let n = value.split(',').filter(|k| !k.trim().is_empty()).count();
+            format!("({n} key{} set, hidden)", if n == 1 { "" } else { "s" })
+        }
+    }
+}
