@@ -187,11 +187,15 @@ pub enum RestoreWhat {
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
-    /// Write the user units and ~/.config/mss-backup/env (the current MSS_BACKUP_* and AWS_* variables), then enable the timer.
+    /// Write the user units and ~/.config/mss-backup/env (what it holds, plus this shell's MSS_BACKUP_* and AWS_* variables), then enable the timer.
     Install {
         /// Time of day, 24-hour HH:MM.
         #[arg(long, default_value = "03:15")]
         at: String,
+        /// Write only this shell's variables into the env file, dropping the
+        /// ones it held (by default they are kept and the shell's go on top).
+        #[arg(long)]
+        replace: bool,
     },
     /// Disable the timer and remove the units (the env file stays).
     Remove,

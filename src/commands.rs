@@ -83,8 +83,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn schedule(settings: &Settings, command: ScheduleCommand) -> Result<ExitCode> {
     match command {
-        ScheduleCommand::Install { at } => {
-            crate::schedule::install(settings, &config::process_env(), &at)?
+        ScheduleCommand::Install { at, replace } => {
+            crate::schedule::install(settings, &config::process_env(), &at, replace)?
         }
         ScheduleCommand::Remove => crate::schedule::remove(settings)?,
         ScheduleCommand::Status => {

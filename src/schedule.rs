@@ -16,16 +16,6 @@ use crate::config::{self, ConfigError, Env, Settings};
 pub const SERVICE: &str = "mss-backup.service";
 pub const TIMER: &str = "mss-backup.timer";
 
-/// Variables outside our prefix that the nightly run needs too.
-const CREDENTIAL_VARS: [&str; 6] = [
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-];
-
 /// Where user units live.
 pub fn unit_dir(home: &Path) -> PathBuf {
     home.join(".config/systemd/user")
@@ -79,18 +69,79 @@ pub fn timer_unit(calendar: &str, random_delay: Option<&str>) -> String {
     unit
 }
 
-/// The environment file: every `MSS_BACKUP_*` variable set now (except the
-/// ones that only make sense for this one shell) and the S3 credentials.
-pub fn env_file_contents(env: &Env) -> Result<String, ConfigError> {
+/// Whether `schedule install` writes a variable into the environment file:
+/// our settings (and `MSS_BACKUP_CONFIG`) and the credentials a target reads.
+fn wanted(name: &str) -> bool {
+    name.starts_with(config::ENV_PREFIX)
+        || crate::registry::outside_vars().any(|outside| outside == name)
+}
+
+/// What `schedule install` did to one variable of the environment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    /// Changed, with the value it had.
+    Changed(String),
+    Kept,
+    /// Dropped by `--replace`, with the value it had.
+    Dropped(String),
+}
+
+/// The environment file's new variables: what it holds now, with the
+/// shell's values on top (a new login shell has none of them, and must not
+/// empty the file), or with `replace` the shell's alone. Each variable of
+/// either side comes with what happened to it, in name order.
+pub fn merge_env(existing: &Env, shell: &Env, replace: bool) -> (Env, Vec<(String, Change)>) {
+    let shell: Env = shell
+        .iter()
+        .filter(|(k, _)| wanted(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut merged = if replace {
+        Env::new()
+    } else {
+        existing.clone()
+    };
+    merged.extend(shell.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut names: Vec<&String> = merged.keys().chain(existing.keys()).collect();
+    names.sort();
+    names.dedup();
+    let changes = names
+        .into_iter()
+        .map(|name| {
+            let change = match (existing.get(name), merged.get(name)) {
+                (None, _) => Change::Added,
+                (Some(old), None) => Change::Dropped(old.clone()),
+                (Some(old), Some(new)) if old != new => Change::Changed(old.clone()),
+                (Some(_), Some(_)) => Change::Kept,
+            };
+            (name.clone(), change)
+        })
+        .collect();
+    (merged, changes)
+}
+
+/// One line a variable for the operator, secrets hidden:
+/// `  changed  MSS_BACKUP_RETENTION=3 (was 7)`.
+fn change_line(name: &str, change: &Change, merged: &Env) -> String {
+    let shown = |value: &str| crate::registry::shown_value(name, value);
+    let now = merged.get(name).map(|v| shown(v)).unwrap_or_default();
+    match change {
+        Change::Added => format!("  added    {name}={now}"),
+        Change::Changed(old) => format!("  changed  {name}={now} (was {})", shown(old)),
+        Change::Kept => format!("  kept     {name}={now}"),
+        Change::Dropped(old) => format!("  dropped  {name} (was {})", shown(old)),
+    }
+}
+
+/// The environment file's text for `vars`.
+pub fn env_file_contents(vars: &Env) -> Result<String, ConfigError> {
     let mut out = String::from(
         "# Written by `mss-backup schedule install`: the settings the nightly\n\
-         # run uses (manual runs read it too). Contains secrets: keep it 0600.\n",
+         # run uses (manual runs read it too). Contains secrets: keep it 0600.\n\
+         # Running `schedule install` again keeps these and adds the shell's.\n",
     );
-    let wanted = env.iter().filter(|(k, _)| {
-        (k.starts_with(config::ENV_PREFIX) || CREDENTIAL_VARS.contains(&k.as_str()))
-            && !k.is_empty()
-    });
-    for (key, value) in wanted {
+    for (key, value) in vars.iter().filter(|(k, _)| wanted(k)) {
         let line = config::env_file_line(key, value).ok_or_else(|| {
             ConfigError(format!(
                 "{key} contains a line break and cannot go into the environment file (set it without one)"
@@ -137,7 +188,7 @@ fn enable_commands() -> String {
 
 /// `schedule install`: writes the env file and both units, then enables the
 /// timer where a user systemd is reachable.
-pub fn install(settings: &Settings, env: &Env, at: &str) -> Result<()> {
+pub fn install(settings: &Settings, shell: &Env, at: &str, replace: bool) -> Result<()> {
     let calendar = on_calendar(at)?;
     let random_delay = settings.string("random_delay")?;
     let exe = std::env::current_exe()
@@ -149,7 +200,8 @@ pub fn install(settings: &Settings, env: &Env, at: &str) -> Result<()> {
         .with_context(|| format!("cannot create {}", durable_parent(&env_file).display()))?;
     std::fs::create_dir_all(&units)
         .with_context(|| format!("cannot create {}", units.display()))?;
-    let contents = env_file_contents(env)?;
+    let (vars, changes) = merge_env(settings.env_file_vars(), shell, replace);
+    let contents = env_file_contents(&vars)?;
     mss_backup_core::durable::write_atomic(&env_file, contents.as_bytes())
         .with_context(|| format!("cannot write {}", env_file.display()))?;
     let service = units.join(SERVICE);
@@ -161,12 +213,20 @@ pub fn install(settings: &Settings, env: &Env, at: &str) -> Result<()> {
         timer_unit(&calendar, random_delay.as_deref()).as_bytes(),
     )
     .with_context(|| format!("cannot write {}", timer.display()))?;
-    let count = contents.lines().filter(|l| !l.starts_with('#')).count();
     println!("Wrote {} and {}", service.display(), timer.display());
     println!(
-        "Wrote {} ({count} variables, 0600): the nightly run sees the same settings as this shell",
-        env_file.display()
+        "Wrote {} ({} variables, 0600): the nightly run sees these settings{}",
+        env_file.display(),
+        vars.len(),
+        if replace {
+            " (replaced: only this shell's)"
+        } else {
+            " (kept what it held, this shell's values on top)"
+        }
     );
+    for (name, change) in &changes {
+        println!("{}", change_line(name, change, &vars));
+    }
     if user_systemd_reachable() {
         systemctl(&["daemon-reload"])?;
         systemctl(&["enable", "--now", TIMER])?;
@@ -265,21 +325,51 @@ mod tests {
         }
     }
 
+    fn env(vars: &[(&str, &str)]) -> Env {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn env_file_keeps_our_variables_and_credentials_only() {
-        let env: Env = [
+        let shell = env(&[
             ("MSS_BACKUP_S3_BUCKET", "0123"),
             ("AWS_SECRET_ACCESS_KEY", "it's secret"),
             ("PATH", "/usr/bin"),
             ("HOME", "/home/mss"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let text = env_file_contents(&env).unwrap();
+        ]);
+        let (vars, _) = merge_env(&Env::new(), &shell, false);
+        let text = env_file_contents(&vars).unwrap();
         let parsed = config::parse_env_file(&text).unwrap();
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed["MSS_BACKUP_S3_BUCKET"], "0123");
         assert_eq!(parsed["AWS_SECRET_ACCESS_KEY"], "it's secret");
+    }
+
+    #[test]
+    fn reinstall_keeps_the_file_and_puts_the_shell_on_top() {
+        let file = env(&[("MSS_BACKUP_S3_BUCKET", "b"), ("MSS_BACKUP_RETENTION", "7")]);
+        let shell = env(&[("MSS_BACKUP_RETENTION", "3"), ("MSS_BACKUP_USB_PATH", "/m")]);
+        let (vars, changes) = merge_env(&file, &shell, false);
+        assert_eq!(
+            vars,
+            env(&[
+                ("MSS_BACKUP_RETENTION", "3"),
+                ("MSS_BACKUP_S3_BUCKET", "b"),
+                ("MSS_BACKUP_USB_PATH", "/m"),
+            ])
+        );
+        assert_eq!(
+            changes,
+            vec![
+                ("MSS_BACKUP_RETENTION".into(), Change::Changed("7".into())),
+                ("MSS_BACKUP_S3_BUCKET".into(), Change::Kept),
+                ("MSS_BACKUP_USB_PATH".into(), Change::Added),
+            ]
+        );
+        let (vars, changes) = merge_env(&file, &shell, true);
+        assert_eq!(vars.len(), 2);
+        assert!(changes.contains(&("MSS_BACKUP_S3_BUCKET".into(), Change::Dropped("b".into()))));
     }
 }

@@ -190,3 +190,71 @@ fn the_nightly_run_and_a_login_shell_see_the_same_configuration() {
         "{text}"
     );
 }
+
+#[test]
+fn schedule_install_from_a_new_shell_keeps_the_env_file() {
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_S3_BUCKET", "mss-bucket");
+    env.set("MSS_BACKUP_S3_SECRET_ACCESS_KEY", "s3cr3t-value");
+    env.set("MSS_BACKUP_S3_ACCESS_KEY_ID", "AKIDVALUE");
+    env.set("MSS_BACKUP_S3_ENDPOINT", "http://127.0.0.1:9");
+    env.set("MSS_BACKUP_RETENTION", "7");
+    env.expect(&["schedule", "install"], 0);
+    let env_file = env.home.join(".config/mss-backup/env");
+
+    // A fresh login shell: only the new retention is exported.
+    for key in [
+        "MSS_BACKUP_S3_BUCKET",
+        "MSS_BACKUP_S3_SECRET_ACCESS_KEY",
+        "MSS_BACKUP_S3_ACCESS_KEY_ID",
+        "MSS_BACKUP_S3_ENDPOINT",
+    ] {
+        env.unset(key);
+    }
+    env.set("MSS_BACKUP_RETENTION", "3");
+    let out = env.expect(&["schedule", "install", "--at", "01:30"], 0);
+    let text = stdout(&out);
+    let vars = fs::read_to_string(&env_file).unwrap();
+    for line in [
+        "MSS_BACKUP_S3_BUCKET='mss-bucket'",
+        "MSS_BACKUP_S3_SECRET_ACCESS_KEY='s3cr3t-value'",
+        "MSS_BACKUP_RETENTION='3'",
+    ] {
+        assert!(vars.contains(line), "{line} kept in:\n{vars}");
+    }
+    assert!(
+        text.contains("changed  MSS_BACKUP_RETENTION=3 (was 7)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kept     MSS_BACKUP_S3_BUCKET=mss-bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kept     MSS_BACKUP_S3_SECRET_ACCESS_KEY=(set, hidden)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cr3t-value") && !text.contains("AKIDVALUE"),
+        "{text}"
+    );
+    assert!(
+        stdout(&env.expect(&["config"], 0)).contains("s3:"),
+        "S3 still on"
+    );
+
+    // --replace: the shell alone, and it says what it drops.
+    let out = env.expect(&["schedule", "install", "--replace"], 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("dropped  MSS_BACKUP_S3_BUCKET (was mss-bucket)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dropped  MSS_BACKUP_S3_SECRET_ACCESS_KEY (was (set, hidden))"),
+        "{text}"
+    );
+    let vars = fs::read_to_string(&env_file).unwrap();
+    assert!(!vars.contains("S3_BUCKET"), "{vars}");
+    assert!(vars.contains("MSS_BACKUP_RETENTION='3'"), "{vars}");
+}
