@@ -29,7 +29,9 @@ pub fn man() -> Result<ExitCode> {
     clap_mangen::Man::new(cmd)
         .render(&mut page)
         .context("cannot render the man page")?;
-    page.extend_from_slice(EXTRA_SECTIONS.as_bytes());
+    page.extend_from_slice(EXIT_STATUS.as_bytes());
+    page.extend_from_slice(environment().as_bytes());
+    page.extend_from_slice(FILES.as_bytes());
     let mut out = io::stdout().lock();
     out.write_all(&page)
         .and_then(|()| out.flush())
@@ -37,9 +39,56 @@ pub fn man() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Roff for what a reader of the man page needs beyond the options. The
-/// README holds the complete table of variables.
-const EXTRA_SECTIONS: &str = r#".SH "EXIT STATUS"
+/// The ENVIRONMENT section: every setting of the registry, so the page
+/// cannot miss one.
+fn environment() -> String {
+    let mut out = String::from(
+        ".SH ENVIRONMENT\n\
+         Every setting is an \\fBMSS_BACKUP_*\\fR variable, or the same key in lower case without the prefix in the TOML file (\\fBusb_path = \"/media/stick\"\\fR). \
+         A name that is not a setting is an error (exit 78) that names the closest one. \
+         Precedence: defaults < TOML file < ~/.config/mss\\-backup/env < environment < flags; \
+         \\fBmss\\-backup config\\fR shows the resolved values and where each came from.\n",
+    );
+    let mut entry = |name: &str, value: &str, text: &str| {
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR=\\fI{}\\fR\n{}\n",
+            roff(name),
+            roff(value),
+            roff(text)
+        ));
+    };
+    entry(
+        crate::config::CONFIG_VAR,
+        "FILE",
+        "The TOML file (default ~/.config/mss-backup/config.toml); --config overrides it.",
+    );
+    for setting in crate::registry::settings() {
+        let default = format!("{} (default: {})", setting.help, setting.default);
+        entry(&setting.var(), setting.value, &default);
+    }
+    for var in crate::registry::outside_vars() {
+        entry(
+            var,
+            "VALUE",
+            "Read by the S3 target when MSS_BACKUP_S3_ACCESS_KEY_ID is not set; never printed.",
+        );
+    }
+    out
+}
+
+/// Text escaped for roff: backslashes and hyphens, and no line that starts
+/// with a control character.
+fn roff(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    match escaped.chars().next() {
+        Some('.' | '\'') => format!("\\&{escaped}"),
+        _ => escaped,
+    }
+}
+
+/// Roff for what a reader of the man page needs beyond the options; the
+/// ENVIRONMENT section between them is written from the settings table.
+const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 .TP
 \fB0\fR
 Success.
@@ -52,27 +101,9 @@ Another mss\-backup run holds the lock; nothing was touched.
 .TP
 \fB78\fR
 Configuration error; nothing was written.
-.SH ENVIRONMENT
-Every setting is an \fBMSS_BACKUP_*\fR variable (or the same key, lower case and without the prefix, in the TOML file); \fBmss\-backup config\fR shows the resolved values and where each came from.
-.TP
-\fBMSS_BACKUP_PROJECT_DIR\fR, \fBMSS_BACKUP_DATA_DIR\fR, \fBMSS_BACKUP_DIR\fR
-The MSS project, its cloud\-data directory, and where backups, status and log live.
-.TP
-\fBMSS_BACKUP_RETENTION\fR
-Backups kept (default 7).
-.TP
-\fBMSS_BACKUP_USB_PATH\fR, \fBMSS_BACKUP_RSYNC_DEST\fR, \fBMSS_BACKUP_S3_BUCKET\fR
-Switch the offsite targets on.
-.TP
-\fBMSS_BACKUP_PING_URL\fR
-Healthchecks\-style ping URL: /start, success and /fail with the log tail.
-.TP
-\fBMSS_BACKUP_METRICS_FILE\fR
-Prometheus metrics file (ending in .prom) for node_exporter's textfile collector.
-.TP
-\fBMSS_BACKUP_CONFIG\fR
-The TOML file (default ~/.config/mss\-backup/config.toml).
-.SH FILES
+"#;
+
+const FILES: &str = r#".SH FILES
 .TP
 \fI~/.config/mss\-backup/env\fR
 Settings written by \fBschedule install\fR for the nightly timer (0600); manual runs read it too.

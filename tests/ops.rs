@@ -441,6 +441,59 @@ fn completions_and_the_man_page_are_generated_and_accepted() {
     }
 }
 
+/// The variables a text names: `MSS_BACKUP_X` and the `AWS_*` ones.
+fn variables(text: &str, prefixes: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for prefix in prefixes {
+        for (at, _) in text.match_indices(prefix) {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name.len() > prefix.len() && !name.ends_with('_') {
+                found.insert(name);
+            }
+        }
+    }
+    found
+}
+
+/// The man page is written from the settings table in the code; the
+/// README's configuration table is written by hand. Both must name the
+/// same settings, so a setting added to the code and not to the docs (or
+/// documented and then removed) fails here.
+#[test]
+fn the_man_page_and_the_readme_list_the_same_settings() {
+    let env = TestEnv::new();
+    let page = stdout(&env.expect(&["man"], 0));
+    let environment = page
+        .split(".SH ENVIRONMENT")
+        .nth(1)
+        .and_then(|rest| rest.split(".SH ").next())
+        .expect("an ENVIRONMENT section");
+    let in_man = variables(&environment.replace("\\-", "-"), &["MSS_BACKUP_"]);
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table: String = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Configuration section")
+        .lines()
+        .filter(|line| line.starts_with("| `MSS_BACKUP_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let in_readme = variables(&table, &["MSS_BACKUP_"]);
+    assert!(in_man.len() >= 35, "{in_man:?}");
+    assert_eq!(
+        in_man, in_readme,
+        "man page (left) and README table (right)"
+    );
+    assert!(
+        environment.contains("AWS_SECRET_ACCESS_KEY"),
+        "{environment}"
+    );
+}
+
 /// Holds the run lock the way a running backup does: an exclusive flock
 /// on the lock file, with a pid and a start time in it.
 fn hold_lock(env: &TestEnv) -> File {
