@@ -92,7 +92,10 @@ pub enum Command {
         no_stop: bool,
     },
     /// Show the resolved configuration and where each value came from.
-    Config,
+    Config {
+        #[command(subcommand)]
+        command: Option<ConfigCommand>,
+    },
     /// The nightly systemd user timer (03:15 by default, caught up after downtime).
     Schedule {
         #[command(subcommand)]
@@ -161,6 +164,18 @@ pub enum CopyTarget {
     Usb,
     /// The rsync-over-SSH destination MSS_BACKUP_RSYNC_DEST.
     Rsync,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a commented starting config.toml (0600), every setting in it; never over an existing file.
+    Init {
+        /// Where (default ~/.config/mss-backup/config.toml, or MSS_BACKUP_CONFIG).
+        path: Option<PathBuf>,
+    },
+    /// Print the settings reference (Markdown), as docs/configuration.md holds it.
+    #[command(hide = true)]
+    Reference,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,7 +16,7 @@ use mss_backup_core::status::{self, Outcome, RunStatus};
 use mss_backup_core::{RetentionPolicy, Target, verify};
 use mss_backup_target_local::{DirTarget, local};
 
-use crate::cli::{Cli, Command, Global, ListTarget, ScheduleCommand, UsbCommand};
+use crate::cli::{Cli, Command, ConfigCommand, Global, ListTarget, ScheduleCommand, UsbCommand};
 use crate::config::{self, ConfigError, Overrides, Settings};
 use crate::monitor::Monitor;
 use crate::{EXIT_FAILED, EXIT_LOCKED};
@@ -62,7 +62,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         no_stop,
                     },
                 ),
-                Command::Config => show_config(&settings),
+                Command::Config { command: None } => show_config(&settings),
+                Command::Config {
+                    command: Some(ConfigCommand::Init { path }),
+                } => crate::manual::config_init(&settings, path.as_deref()),
+                Command::Config {
+                    command: Some(ConfigCommand::Reference),
+                } => {
+                    print!("{}", crate::manual::settings_reference());
+                    Ok(ExitCode::SUCCESS)
+                }
                 Command::Keygen { path } => crate::crypt::keygen(&settings, path.as_deref()),
                 Command::Schedule { command } => schedule(&settings, command),
                 Command::Copy { target, archive } => {

@@ -386,7 +386,8 @@ fn check_env_names(vars: &Env, env_file: Option<(&Path, &str)>) -> Result<(), Co
 
 /// A key of the TOML file must be a setting (see `check_env_names`).
 fn check_file_key(key: &str, path: &Path, text: &str) -> Result<(), ConfigError> {
-    if crate::registry::find(key).is_some() {
+    let env_only = mss_backup_core::setting::ENV_ONLY.contains(&key);
+    if crate::registry::find(key).is_some() && !env_only {
         return Ok(());
     }
     let line = line_of(text, |l| {
@@ -397,6 +398,13 @@ fn check_file_key(key: &str, path: &Path, text: &str) -> Result<(), ConfigError>
         l.strip_prefix(key)
             .is_some_and(|rest| rest.trim_start().starts_with(['=', ']', '"', '.']))
     });
+    if env_only {
+        return Err(ConfigError(format!(
+            "{key} in {}{line} is read from the environment only (delete that line; set {} instead)",
+            path.display(),
+            var_name(key)
+        )));
+    }
     Err(unknown(
         key,
         &format!(" in {}{line}", path.display()),

@@ -4,6 +4,7 @@
 //! the version that is installed and packaging needs no source tree.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -11,6 +12,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 use crate::cli::Cli;
+use crate::config::Settings;
 
 /// `mss-backup completions SHELL`: the completion script on stdout.
 pub fn completions(shell: Shell) -> Result<ExitCode> {
@@ -37,6 +39,100 @@ pub fn man() -> Result<ExitCode> {
         .and_then(|()| out.flush())
         .context("cannot write the man page")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The settings reference in Markdown: the table docs/configuration.md
+/// holds between its markers (a test keeps the two equal).
+pub fn settings_reference() -> String {
+    let cell = |text: &str| text.replace('|', "\\|");
+    let code = |text: &str| format!("`{}`", cell(text));
+    let mut out = String::from(
+        "| variable | TOML key | takes | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    for setting in crate::registry::settings() {
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} | {} |\n",
+            setting.var(),
+            setting.key,
+            code(setting.value),
+            match setting.default {
+                words @ ("off" | "none" | "AWS S3") => words.to_string(),
+                words if words.starts_with("the ") => words.to_string(),
+                value => code(value),
+            },
+            cell(setting.help)
+        ));
+    }
+    out
+}
+
+/// `config init [PATH]`: a starting config.toml with every setting as a
+/// comment, written 0600 and never over an existing file (a config may
+/// hold keys, and an operator's file is never replaced).
+pub fn config_init(settings: &Settings, path: Option<&Path>) -> Result<ExitCode> {
+    let path = match path {
+        Some(path) => path.to_path_buf(),
+        None => settings
+            .file
+            .clone()
+            .unwrap_or_else(|| settings.home.join(crate::config::DEFAULT_CONFIG_FILE)),
+    };
+    let mut text = String::from(
+        "# mss-backup settings (TOML). Every line below is a comment showing a\n\
+         # setting and its default: remove the leading `# ` to set one. The same\n\
+         # setting as an environment variable (MSS_BACKUP_ + upper case) wins over\n\
+         # this file. `mss-backup config` shows what is in force; keep this file\n\
+         # 0600 if it holds keys.\n",
+    );
+    let in_file = crate::registry::settings()
+        .filter(|s| !mss_backup_core::setting::ENV_ONLY.contains(&s.key));
+    for setting in in_file {
+        text.push_str(&format!(
+            "\n# {} ({})\n# {} = {}\n",
+            setting.help.replace('\n', " "),
+            setting.value,
+            setting.key,
+            toml_example(setting)
+        ));
+    }
+    if let Some(dir) = path.parent() {
+        mss_backup_core::durable::create_private_dir(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = match mss_backup_core::durable::create_new_private(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(crate::config::ConfigError(format!(
+                "{} already exists and is left as it is (edit it, or move it away and run `mss-backup config init` again)",
+                path.display()
+            ))
+            .into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "Wrote {} (0600): every setting, commented out; `mss-backup config` shows what is in force",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A value for the commented line: the default where it is a value, else
+/// the form it takes, quoted as TOML wants a string.
+fn toml_example(setting: &mss_backup_core::Setting) -> String {
+    let value = match setting.default {
+        "off" | "none" | "" => setting.value,
+        d if d.contains('<') || (d.contains(' ') && !d.starts_with("docker")) => setting.value,
+        d => d,
+    };
+    if value.parse::<f64>().is_ok() || matches!(value, "true" | "false") {
+        value.to_string()
+    } else {
+        format!("{value:?}")
+    }
 }
 
 /// The ENVIRONMENT section: every setting of the registry, so the page

@@ -62,9 +62,14 @@ pub const SETTINGS: &[Setting] = &[Setting {
     key: "deflate",
     value: "auto|isal|libdeflate",
     default: "auto",
-    help: "the compressor for audio: ISA-L when installed (auto), or libdeflate only (for benchmarks)",
+    help: "environment only, for benchmarks: `libdeflate` compresses audio with libdeflate even where ISA-L is installed",
     shown: Shown::Plain,
 }];
+
+/// Settings read from the process environment only, never from the TOML
+/// file: core reads them where the configuration never reaches (a key in
+/// the file would be silently ignored, so loading refuses it).
+pub const ENV_ONLY: &[&str] = &["deflate"];
 
 /// The known key closest to `unknown` (a likely typo), if any is close.
 /// Closeness is the edit distance, allowing about one slip per four letters.

@@ -36,14 +36,14 @@ pub const SETTINGS: &[Setting] = &[
         key: "rsync_dest",
         value: "[USER@]HOST:/PATH",
         default: "off",
-        help: "where to copy over SSH, e.g. backup@nas:/srv/mss: switches the rsync target on",
+        help: "`[user@]host:/path`, e.g. `backup@nas:/srv/mss`: switches rsync over SSH on",
         shown: Shown::Plain,
     },
     Setting {
         key: "rsync_rsh",
         value: "COMMAND",
         default: "ssh",
-        help: "the remote shell, like rsync's RSYNC_RSH: ssh -p 2222 -i /home/mss/.ssh/mss_backup",
+        help: "the remote shell command, like rsync's `RSYNC_RSH`: `ssh -p 2222 -i /home/mss/.ssh/mss_backup`",
         shown: Shown::Plain,
     },
     Setting {

@@ -46,7 +46,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "usb_path",
         value: "PATH",
         default: "off",
-        help: "the USB stick's mount point, e.g. /media/backup-stick: switches the USB target on",
+        help: "the USB stick's mount point, e.g. `/media/backup-stick`: switches the USB target on",
         shown: Shown::Plain,
     },
     Setting {
