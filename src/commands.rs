@@ -156,12 +156,24 @@ pub(crate) fn take_lock(backup_dir: &Path) -> Result<Option<mss_backup_core::loc
 }
 
 /// Refuses, before anything is written, a backup dir that belongs to
-/// another user, unless `MSS_BACKUP_ALLOW_OTHER_OWNER` says it is meant.
+/// another user or that this user cannot reach, and root creating one for
+/// another user's data, unless `MSS_BACKUP_ALLOW_OTHER_OWNER` says it is
+/// meant.
 pub(crate) fn check_backup_dir_owner(settings: &Settings) -> Result<(), ConfigError> {
-    if settings.flag("allow_other_owner")?.unwrap_or(false) {
-        return Ok(());
-    }
-    backup::check_dir_owner(&settings.backup_dir).map_err(|e| ConfigError(e.to_string()))
+    check_dir_use(settings, backup::DirUse::Write)
+}
+
+/// Refuses, before anything is read, a backup dir this user cannot read,
+/// with the owner and the fix (a bare `Permission denied`, or "no backups",
+/// would not be true).
+pub(crate) fn check_backup_dir_readable(settings: &Settings) -> Result<(), ConfigError> {
+    check_dir_use(settings, backup::DirUse::Read)
+}
+
+fn check_dir_use(settings: &Settings, usage: backup::DirUse) -> Result<(), ConfigError> {
+    let allow = settings.flag("allow_other_owner")?.unwrap_or(false);
+    backup::check_dir_owner(&settings.backup_dir, &settings.data_dir, usage, allow)
+        .map_err(|e| ConfigError(e.to_string()))
 }
 
 /// One backup with monitoring and, at a terminal, progress bars. `json`
@@ -250,11 +262,16 @@ fn archive_target(settings: &Settings) -> DirTarget {
 }
 
 fn list(settings: &Settings, json: bool) -> Result<ExitCode> {
+    check_backup_dir_readable(settings)?;
     let target = archive_target(settings);
-    let mut names = if target.dir().is_dir() {
-        target.list()?
-    } else {
-        Vec::new()
+    // Only a dir that is not there holds no backups; one that cannot be
+    // read is an error, never an empty list.
+    let mut names = match fs::metadata(target.dir()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", target.dir().display()));
+        }
+        Ok(_) => target.list()?,
     };
     names.reverse();
     let now = Local::now().naive_local();
@@ -357,7 +374,11 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
             })
         })
         .transpose()?;
-    let Some(report) = status::read(&settings.backup_dir)? else {
+    check_backup_dir_readable(settings)?;
+    let status_file = settings.backup_dir.join(status::STATUS_FILE);
+    let read = status::read(&settings.backup_dir)
+        .with_context(|| format!("cannot read {}", status_file.display()))?;
+    let Some(report) = read else {
         eprintln!(
             "No backup has run yet: {} does not exist",
             settings.backup_dir.join(status::STATUS_FILE).display()
@@ -464,7 +485,17 @@ pub(crate) fn latest_link(archive_dir: &Path) -> PathBuf {
 }
 
 fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode> {
+    // An archive named by its path may be anywhere (a stick, a download);
+    // the others are in the backup dir, which must be readable.
+    if !archive.is_some_and(|a| a.contains('/')) {
+        check_backup_dir_readable(settings)?;
+    }
     let path = resolve_archive(settings, archive);
+    if let Err(e) = fs::metadata(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(e).with_context(|| format!("cannot read {}", path.display()));
+    }
     if !path.exists() {
         bail!(
             "Archive {} not found (run `mss-backup list` to see the backups)",

@@ -10,6 +10,7 @@ mod cli;
 mod encrypt;
 mod faults;
 mod ops;
+mod owner;
 mod restore;
 mod s3;
 mod schedule;
