@@ -3,7 +3,6 @@
 //! (`mss-backup completions bash`, `mss-backup man`), so they always match
 //! the version that is installed and packaging needs no source tree.
 
-use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -15,9 +14,9 @@ use crate::cli::Cli;
 /// `mss-backup completions SHELL`: the completion script on stdout.
 pub fn completions(shell: Shell) -> Result<ExitCode> {
     let mut cmd = Cli::command();
-    let mut out = io::stdout().lock();
-    clap_complete::generate(shell, &mut cmd, "mss-backup", &mut out);
-    out.flush().context("cannot write the completion script")?;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "mss-backup", &mut script);
+    crate::out::stdout_bytes(&script).context("cannot write the completion script")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -30,10 +29,7 @@ pub fn man() -> Result<ExitCode> {
         .render(&mut page)
         .context("cannot render the man page")?;
     page.extend_from_slice(EXTRA_SECTIONS.as_bytes());
-    let mut out = io::stdout().lock();
-    out.write_all(&page)
-        .and_then(|()| out.flush())
-        .context("cannot write the man page")?;
+    crate::out::stdout_bytes(&page).context("cannot write the man page")?;
     Ok(ExitCode::SUCCESS)
 }
 
