@@ -229,7 +229,30 @@ fn exit_for(outcome: Outcome) -> ExitCode {
 }
 
 fn print_summary(plan: &Plan, report: &RunStatus) {
+    let local_name = local(plan.archive_dir()).name().to_string();
+    let local_ok = report
+        .targets
+        .iter()
+        .any(|t| t.name == local_name && t.status == Outcome::Success);
+    let offsite_failed: Vec<String> = report
+        .targets
+        .iter()
+        .filter(|t| t.name != local_name && t.status == Outcome::Failure)
+        .map(|t| {
+            // The detail often starts with the target's name already.
+            let detail = t
+                .detail
+                .strip_prefix(&format!("{}: ", t.name))
+                .unwrap_or(&t.detail);
+            format!("offsite {} FAILED: {detail}", t.name)
+        })
+        .collect();
     match (&report.archive, report.status) {
+        // The backup itself is there; "Backup FAILED" would send the
+        // operator looking for a problem the local disk does not have.
+        (Some(_), Outcome::Failure) if local_ok && !offsite_failed.is_empty() => {
+            eprintln!("Backup OK locally; {}", offsite_failed.join("; "))
+        }
         (Some(archive), Outcome::Success) => eprintln!(
             "Backup OK: {} ({}, {} files, {:.1} s)",
             plan.archive_dir().join(archive).display(),
