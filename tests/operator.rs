@@ -3,6 +3,7 @@
 //! config file others can read, and the help and man page of `restore`.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use crate::support::*;
@@ -58,4 +59,40 @@ fn a_failed_offsite_copy_says_the_local_backup_is_fine() {
         "failure",
         "exit code and status unchanged"
     );
+}
+
+fn doctor_line<'a>(text: &'a str, name: &str) -> &'a str {
+    let padded = format!("{name:<12} ");
+    text.lines()
+        .find(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.starts_with(&padded))
+        })
+        .unwrap_or_else(|| panic!("no {name} line in:\n{text}"))
+}
+
+#[test]
+fn doctor_passes_a_fresh_install_and_warns_about_an_open_config_file() {
+    let env = TestEnv::new();
+    // Fresh: no backup yet, no timer (the README runs doctor first).
+    let text = stdout(&env.expect(&["doctor"], 0));
+    let line = doctor_line(&text, "timer");
+    assert!(
+        line.starts_with('!') && line.contains("mss-backup schedule install"),
+        "{text}"
+    );
+    // A config file readable by everyone (it may hold the S3 keys).
+    let file = env.home.join(".config/mss-backup/config.toml");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "retention = 5\n").unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let text = stdout(&env.expect(&["doctor"], 0));
+    let line = doctor_line(&text, "config file");
+    assert!(
+        line.starts_with('!') && line.contains(&format!("chmod 600 {}", file.display())),
+        "{text}"
+    );
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let text = stdout(&env.expect(&["doctor"], 0));
+    assert!(doctor_line(&text, "config file").starts_with('✓'), "{text}");
 }

@@ -1038,8 +1038,14 @@ fn may_access(path: &Path, mode: libc::c_int) -> bool {
     unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), mode, libc::AT_EACCESS) == 0 }
 }
 
+/// The user id this process acts as (what owner checks compare with).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The login name of `uid` from `/etc/passwd`, or `uid N`.
-fn user_name(uid: u32) -> String {
+pub fn user_name(uid: u32) -> String {
     fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|text| {
