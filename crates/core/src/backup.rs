@@ -75,8 +75,11 @@ pub struct Destination {
 /// Why a backup failed: one line for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    /// Worded as the operator documentation says.
-    #[error("Cloud data directory not found: {0}")]
+    /// Worded as the operator documentation says, then the settings that
+    /// point at it, as `doctor` names them.
+    #[error(
+        "Cloud data directory not found: {0} (check MSS_BACKUP_DATA_DIR or MSS_BACKUP_PROJECT_DIR)"
+    )]
     DataDirMissing(PathBuf),
     #[error(
         "Database not found: {0} (MSS keeps it at cloud-data/{DB_PATH}; check MSS_BACKUP_DATA_DIR)"
