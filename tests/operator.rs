@@ -96,3 +96,34 @@ fn doctor_passes_a_fresh_install_and_warns_about_an_open_config_file() {
     let text = stdout(&env.expect(&["doctor"], 0));
     assert!(doctor_line(&text, "config file").starts_with('✓'), "{text}");
 }
+
+#[test]
+fn restore_help_and_the_man_page_name_offsite_sources_and_no_missing_pages() {
+    let env = TestEnv::empty();
+    let help = stdout(&env.expect(&["restore", "--help"], 0));
+    for source in ["s3:NAME", "usb:NAME", "rsync:NAME"] {
+        assert!(help.contains(source), "{source} missing:\n{help}");
+    }
+    let page = stdout(&env.expect(&["man"], 0));
+    // clap_mangen's own list points at mss-backup-restore(1) and the like,
+    // which are not installed anywhere.
+    let plain = page.replace("\\-", "-");
+    for (at, _) in plain.match_indices("mss-backup-") {
+        let rest = &plain[at + "mss-backup-".len()..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+            .unwrap_or(rest.len());
+        assert!(
+            !rest[end..].starts_with('('),
+            "a reference to a page that does not exist: mss-backup-{}",
+            &rest[..end + 3.min(rest.len() - end)]
+        );
+    }
+    for command in ["restore", "schedule install", "copy", "doctor", "list"] {
+        assert!(
+            page.contains(&format!(".SS \"mss-backup {command}\"")),
+            "{command} missing:\n{page}"
+        );
+    }
+    assert!(page.contains("s3:NAME"), "--from of restore:\n{page}");
+}
