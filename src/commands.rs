@@ -135,11 +135,26 @@ pub(crate) fn plan(settings: &Settings) -> Result<Plan, ConfigError> {
 }
 
 fn run_backup(settings: &Settings, json: bool) -> Result<ExitCode> {
-    let offsite = crate::targets::offsite(settings)?;
+    let offsite =
+        crate::network::waiting(crate::targets::offsite(settings)?, network_wait(settings)?);
     let plan = plan(settings)?;
     let monitor = Monitor::from_settings(settings)?;
     check_backup_dir_owner(settings)?;
     backup_with(&plan, &offsite, &monitor, json)
+}
+
+/// `MSS_BACKUP_NETWORK_WAIT`: how long the offsite copies wait for a
+/// network that is not up yet (see `network`).
+fn network_wait(settings: &Settings) -> Result<Duration, ConfigError> {
+    match settings.raw("network_wait")? {
+        Some(raw) => parse_duration(&raw.value).ok_or_else(|| {
+            ConfigError(format!(
+                "{} is not valid: use a duration like 2m, 90s, or 0s for no wait",
+                raw.what
+            ))
+        }),
+        None => Ok(crate::network::DEFAULT_WAIT),
+    }
 }
 
 /// Takes the run lock for a backup-dir command; `None` when another run

@@ -17,6 +17,7 @@ mod doctor;
 mod logging;
 mod manual;
 mod monitor;
+mod network;
 mod offsite_cmd;
 mod progress;
 mod restore;

@@ -9,6 +9,7 @@ mod backup;
 mod cli;
 mod encrypt;
 mod faults;
+mod network;
 mod operator;
 mod ops;
 mod owner;
