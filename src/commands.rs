@@ -262,10 +262,13 @@ fn print_summary(plan: &Plan, report: &RunStatus) {
             format!("offsite {} FAILED: {detail}", t.name)
         })
         .collect();
+    // The backup itself is there; "Backup FAILED" would send the operator
+    // looking for a problem the local disk does not have. The headline
+    // then carries each failed copy's reason, and the lines below only the
+    // other targets, so each reason is said once.
+    let only_offsite_failed = report.archive.is_some() && local_ok && !offsite_failed.is_empty();
     match (&report.archive, report.status) {
-        // The backup itself is there; "Backup FAILED" would send the
-        // operator looking for a problem the local disk does not have.
-        (Some(_), Outcome::Failure) if local_ok && !offsite_failed.is_empty() => {
+        (Some(_), Outcome::Failure) if only_offsite_failed => {
             eprintln!("Backup OK locally; {}", offsite_failed.join("; "))
         }
         (Some(archive), Outcome::Success) => eprintln!(
@@ -284,6 +287,9 @@ fn print_summary(plan: &Plan, report: &RunStatus) {
         ),
     }
     for target in &report.targets {
+        if only_offsite_failed && target.status == Outcome::Failure {
+            continue;
+        }
         let word = match target.status {
             Outcome::Success => "ok",
             Outcome::Failure => "FAILED",

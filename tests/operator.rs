@@ -53,6 +53,7 @@ fn a_failed_offsite_copy_says_the_local_backup_is_fine() {
         "{msg}"
     );
     assert!(!msg.contains("Backup FAILED"), "{msg}");
+    assert_eq!(msg.matches("is not mounted").count(), 1, "said once: {msg}");
     assert_eq!(env.archives().len(), 1, "the local backup is there");
     assert_eq!(
         env.status()["status"],
