@@ -6,6 +6,8 @@
 //! 127.0.0.1 refuses.
 
 use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -36,6 +38,58 @@ fn an_offsite_host_that_does_not_resolve_is_waited_for_a_bounded_time() {
         "{log}"
     );
     assert!(log.contains("Could not resolve hostname"), "{log}");
+}
+
+#[test]
+fn the_wait_ends_as_soon_as_the_name_resolves() {
+    let mut env = TestEnv::new();
+    // ssh resolves the host through this file: empty, the name does not
+    // resolve; once it maps the name to 127.0.0.1 port 1, it does (and is
+    // refused: the network is up, the target is not).
+    let ssh_config = env.root.path().join("ssh_config");
+    fs::write(&ssh_config, "").unwrap();
+    env.set("MSS_BACKUP_RSYNC_DEST", "backup@mss-later.invalid:/srv/mss");
+    env.set(
+        "MSS_BACKUP_RSYNC_RSH",
+        &format!("ssh -F {}", ssh_config.display()),
+    );
+    env.set("MSS_BACKUP_NETWORK_WAIT", "5m");
+    let mut child = env
+        .cmd(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log_file = env.backup_dir.join("backup.log");
+    // Until the run says it waits (or ends without waiting).
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while !fs::read_to_string(&log_file).is_ok_and(|l| l.contains("waiting up to 300 s")) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "ended ({status}) without waiting: {:?}",
+                fs::read_to_string(&log_file)
+            );
+        }
+        assert!(Instant::now() < give_up, "neither waited nor ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fs::write(
+        &ssh_config,
+        "Host mss-later.invalid\n  HostName 127.0.0.1\n  Port 1\n",
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("connection refused"),
+        "{}",
+        stderr(&out)
+    );
+    let log = log(&env);
+    assert!(
+        log.contains("for the network; it is up") && !log.contains("still down"),
+        "{log}"
+    );
 }
 
 #[test]
