@@ -78,7 +78,7 @@ pub enum Command {
     Restore {
         /// db (data/sound_machine.db), sounds (Sounds/) or all (everything in cloud-data/).
         what: RestoreWhat,
-        /// The backup: latest, a name in the archive dir, or a path.
+        /// The backup: latest, a name in the archive dir, a path, or one on an offsite target as KIND:NAME (s3:NAME, usb:NAME, rsync:NAME; NAME is latest or mss-backup-YYYY-MM-DD_HHMMSS.tar.gz), fetched and checked first.
         #[arg(long, value_name = "ARCHIVE", default_value = "latest")]
         from: String,
         /// Verify and stage, print the plan, change nothing.

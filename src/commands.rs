@@ -144,11 +144,26 @@ pub(crate) fn plan(settings: &Settings) -> Result<Plan, ConfigError> {
 }
 
 fn run_backup(settings: &Settings, json: bool) -> Result<ExitCode> {
-    let offsite = crate::targets::offsite(settings)?;
+    let offsite =
+        crate::network::waiting(crate::targets::offsite(settings)?, network_wait(settings)?);
     let plan = plan(settings)?;
     let monitor = Monitor::from_settings(settings)?;
     check_backup_dir_owner(settings)?;
     backup_with(&plan, &offsite, &monitor, json)
+}
+
+/// `MSS_BACKUP_NETWORK_WAIT`: how long the offsite copies wait for a
+/// network that is not up yet (see `network`).
+fn network_wait(settings: &Settings) -> Result<Duration, ConfigError> {
+    match settings.raw("network_wait")? {
+        Some(raw) => parse_duration(&raw.value).ok_or_else(|| {
+            ConfigError(format!(
+                "{} is not valid: use a duration like 2m, 90s, or 0s for no wait",
+                raw.what
+            ))
+        }),
+        None => Ok(crate::network::DEFAULT_WAIT),
+    }
 }
 
 /// Takes the run lock for a backup-dir command; `None` when another run
@@ -165,12 +180,24 @@ pub(crate) fn take_lock(backup_dir: &Path) -> Result<Option<mss_backup_core::loc
 }
 
 /// Refuses, before anything is written, a backup dir that belongs to
-/// another user, unless `MSS_BACKUP_ALLOW_OTHER_OWNER` says it is meant.
+/// another user or that this user cannot reach, and root creating one for
+/// another user's data, unless `MSS_BACKUP_ALLOW_OTHER_OWNER` says it is
+/// meant.
 pub(crate) fn check_backup_dir_owner(settings: &Settings) -> Result<(), ConfigError> {
-    if settings.flag("allow_other_owner")?.unwrap_or(false) {
-        return Ok(());
-    }
-    backup::check_dir_owner(&settings.backup_dir).map_err(|e| ConfigError(e.to_string()))
+    check_dir_use(settings, backup::DirUse::Write)
+}
+
+/// Refuses, before anything is read, a backup dir this user cannot read,
+/// with the owner and the fix (a bare `Permission denied`, or "no backups",
+/// would not be true).
+pub(crate) fn check_backup_dir_readable(settings: &Settings) -> Result<(), ConfigError> {
+    check_dir_use(settings, backup::DirUse::Read)
+}
+
+fn check_dir_use(settings: &Settings, usage: backup::DirUse) -> Result<(), ConfigError> {
+    let allow = settings.flag("allow_other_owner")?.unwrap_or(false);
+    backup::check_dir_owner(&settings.backup_dir, &settings.data_dir, usage, allow)
+        .map_err(|e| ConfigError(e.to_string()))
 }
 
 /// One backup with monitoring and, at a terminal, progress bars. `json`
@@ -226,7 +253,33 @@ fn exit_for(outcome: Outcome) -> ExitCode {
 }
 
 fn print_summary(plan: &Plan, report: &RunStatus) {
+    let local_name = local(plan.archive_dir()).name().to_string();
+    let local_ok = report
+        .targets
+        .iter()
+        .any(|t| t.name == local_name && t.status == Outcome::Success);
+    let offsite_failed: Vec<String> = report
+        .targets
+        .iter()
+        .filter(|t| t.name != local_name && t.status == Outcome::Failure)
+        .map(|t| {
+            // The detail often starts with the target's name already.
+            let detail = t
+                .detail
+                .strip_prefix(&format!("{}: ", t.name))
+                .unwrap_or(&t.detail);
+            format!("offsite {} FAILED: {detail}", t.name)
+        })
+        .collect();
+    // The backup itself is there; "Backup FAILED" would send the operator
+    // looking for a problem the local disk does not have. The headline
+    // then carries each failed copy's reason, and the lines below only the
+    // other targets, so each reason is said once.
+    let only_offsite_failed = report.archive.is_some() && local_ok && !offsite_failed.is_empty();
     match (&report.archive, report.status) {
+        (Some(_), Outcome::Failure) if only_offsite_failed => {
+            eprintln!("Backup OK locally; {}", offsite_failed.join("; "))
+        }
         (Some(archive), Outcome::Success) => eprintln!(
             "Backup OK: {} ({}, {} files, {:.1} s)",
             plan.archive_dir().join(archive).display(),
@@ -243,6 +296,9 @@ fn print_summary(plan: &Plan, report: &RunStatus) {
         ),
     }
     for target in &report.targets {
+        if only_offsite_failed && target.status == Outcome::Failure {
+            continue;
+        }
         let word = match target.status {
             Outcome::Success => "ok",
             Outcome::Failure => "FAILED",
@@ -259,11 +315,16 @@ fn archive_target(settings: &Settings) -> DirTarget {
 }
 
 fn list(settings: &Settings, json: bool) -> Result<ExitCode> {
+    check_backup_dir_readable(settings)?;
     let target = archive_target(settings);
-    let mut names = if target.dir().is_dir() {
-        target.list()?
-    } else {
-        Vec::new()
+    // Only a dir that is not there holds no backups; one that cannot be
+    // read is an error, never an empty list.
+    let mut names = match fs::metadata(target.dir()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", target.dir().display()));
+        }
+        Ok(_) => target.list()?,
     };
     names.reverse();
     let now = Local::now().naive_local();
@@ -366,7 +427,11 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
             })
         })
         .transpose()?;
-    let Some(report) = status::read(&settings.backup_dir)? else {
+    check_backup_dir_readable(settings)?;
+    let status_file = settings.backup_dir.join(status::STATUS_FILE);
+    let read = status::read(&settings.backup_dir)
+        .with_context(|| format!("cannot read {}", status_file.display()))?;
+    let Some(report) = read else {
         eprintln!(
             "No backup has run yet: {} does not exist",
             settings.backup_dir.join(status::STATUS_FILE).display()
@@ -473,7 +538,17 @@ pub(crate) fn latest_link(archive_dir: &Path) -> PathBuf {
 }
 
 fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode> {
+    // An archive named by its path may be anywhere (a stick, a download);
+    // the others are in the backup dir, which must be readable.
+    if !archive.is_some_and(|a| a.contains('/')) {
+        check_backup_dir_readable(settings)?;
+    }
     let path = resolve_archive(settings, archive);
+    if let Err(e) = fs::metadata(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(e).with_context(|| format!("cannot read {}", path.display()));
+    }
     if !path.exists() {
         bail!(
             "Archive {} not found (run `mss-backup list` to see the backups)",

@@ -6,7 +6,9 @@
 //! target creates its remote directory as a backup would.
 //!
 //! A `!` line is worth knowing but fails nothing: a lock held right now
-//! (a run is in progress), no backup yet, a last run that failed.
+//! (a run is in progress), no backup yet, a last run that failed, no timer
+//! yet (the README runs `doctor` before `schedule install`), a config file
+//! other users can read or that is not this user's.
 
 use std::fs::{self, File, TryLockError};
 use std::io::Read;
@@ -80,6 +82,7 @@ pub fn run(global: &Global) -> ExitCode {
         None => report.line(Mark::Ok, "config", config_sources(&settings)),
     }
     check_env_file(&mut report, &settings);
+    check_config_file(&mut report, &settings);
     let data_bytes = check_data(&mut report, &settings);
     check_database(&mut report, &settings);
     check_backup_dir(&mut report, &settings, data_bytes);
@@ -157,6 +160,59 @@ fn check_env_file(report: &mut Report, settings: &Settings) {
             "env file",
             format!("cannot read {}: {e}", path.display()),
         ),
+    }
+}
+
+/// The TOML file may hold keys too (`s3_secret_access_key`): it should be
+/// as private as the env file, and the user's. A note, not a failure: many
+/// hold no secret, and a backup still works.
+fn check_config_file(report: &mut Report, settings: &Settings) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = &settings.file else {
+        return;
+    };
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => {
+            report.line(
+                Mark::Fail,
+                "config file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+            return;
+        }
+    };
+    let uid = backup::effective_uid();
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        report.line(
+            Mark::Note,
+            "config file",
+            format!(
+                "{} can be read by other users (mode {mode:o}) and may hold secrets (chmod 600 {})",
+                path.display(),
+                path.display()
+            ),
+        );
+    } else if meta.uid() != uid {
+        let user = backup::user_name(uid);
+        report.line(
+            Mark::Note,
+            "config file",
+            format!(
+                "{} belongs to {}, not to {user}, who runs mss-backup (sudo chown {user}: {}; chmod 600 {})",
+                path.display(),
+                backup::user_name(meta.uid()),
+                path.display(),
+                path.display()
+            ),
+        );
+    } else {
+        report.line(
+            Mark::Ok,
+            "config file",
+            format!("{} is private", path.display()),
+        );
     }
 }
 
@@ -432,13 +488,15 @@ fn check_monitor(report: &mut Report, monitor: &Monitor) {
     }
 }
 
+/// Not installed yet is a note: the README runs `doctor` before
+/// `schedule install`, and a fresh set-up must be able to pass.
 fn check_timer(report: &mut Report, settings: &Settings) {
     let units = schedule::unit_dir(&settings.home);
     let timer = units.join(schedule::TIMER);
     let service = units.join(schedule::SERVICE);
     if !timer.is_file() || !service.is_file() {
         report.line(
-            Mark::Fail,
+            Mark::Note,
             "timer",
             format!(
                 "not installed: no {} (run `mss-backup schedule install`)",

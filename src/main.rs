@@ -4,6 +4,11 @@
 //! 1 backup/restore/verify failed, 75 another run holds the lock,
 //! 78 configuration error.
 
+// First: its printing macros, which a closed pipe does not panic, are in
+// scope for every module after it.
+#[macro_use]
+mod out;
+
 mod cli;
 mod commands;
 mod config;
@@ -12,6 +17,7 @@ mod doctor;
 mod logging;
 mod manual;
 mod monitor;
+mod network;
 mod offsite_cmd;
 mod progress;
 mod registry;

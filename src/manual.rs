@@ -17,28 +17,66 @@ use crate::config::Settings;
 /// `mss-backup completions SHELL`: the completion script on stdout.
 pub fn completions(shell: Shell) -> Result<ExitCode> {
     let mut cmd = Cli::command();
-    let mut out = io::stdout().lock();
-    clap_complete::generate(shell, &mut cmd, "mss-backup", &mut out);
-    out.flush().context("cannot write the completion script")?;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "mss-backup", &mut script);
+    crate::out::stdout_bytes(&script).context("cannot write the completion script")?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `mss-backup man`: the man page (roff) on stdout, with the sections clap
 /// does not know about: exit status, environment and files.
+///
+/// One page for every command: clap_mangen's own SUBCOMMANDS section
+/// points at `mss-backup-restore(1)` and the like, pages nobody installs,
+/// so each command's synopsis, description and options are rendered here
+/// under COMMANDS instead.
 pub fn man() -> Result<ExitCode> {
     let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone());
     let mut page = Vec::new();
-    clap_mangen::Man::new(cmd)
-        .render(&mut page)
+    man.render_title(&mut page)
+        .and_then(|()| man.render_name_section(&mut page))
+        .and_then(|()| man.render_synopsis_section(&mut page))
+        .and_then(|()| man.render_description_section(&mut page))
+        .and_then(|()| man.render_options_section(&mut page))
+        .and_then(|()| {
+            page.extend_from_slice(b".SH COMMANDS\n");
+            commands(&cmd, "mss-backup", &mut page)
+        })
+        .and_then(|()| man.render_version_section(&mut page))
         .context("cannot render the man page")?;
     page.extend_from_slice(EXIT_STATUS.as_bytes());
     page.extend_from_slice(environment().as_bytes());
     page.extend_from_slice(FILES.as_bytes());
-    let mut out = io::stdout().lock();
-    out.write_all(&page)
-        .and_then(|()| out.flush())
-        .context("cannot write the man page")?;
+    crate::out::stdout_bytes(&page).context("cannot write the man page")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each visible subcommand of `cmd` (and theirs, as `schedule install`):
+/// a `.SS` heading, then clap_mangen's synopsis, description and options
+/// without their `.SH` lines, so they sit inside COMMANDS.
+fn commands(cmd: &clap::Command, prefix: &str, page: &mut Vec<u8>) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{prefix} {}", sub.get_name());
+        page.extend_from_slice(format!(".SS \"{name}\"\n").as_bytes());
+        let man = clap_mangen::Man::new(sub.clone().bin_name(name.clone()));
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        // Without their .SH lines, synopsis and description would run on.
+        part.extend_from_slice(b".PP\n");
+        man.render_description_section(&mut part)?;
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            man.render_options_section(&mut part)?;
+        }
+        for line in String::from_utf8_lossy(&part).lines() {
+            if !line.starts_with(".SH ") {
+                page.extend_from_slice(line.as_bytes());
+                page.push(b'\n');
+            }
+        }
+        commands(sub, &name, page)?;
+    }
+    Ok(())
 }
 
 /// The settings reference in Markdown: the table docs/configuration.md

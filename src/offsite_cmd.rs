@@ -37,8 +37,8 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
         };
         return Err(ConfigError(fix.to_string()).into());
     };
-    let artifact = existing_artifact(settings, archive)?;
     crate::commands::check_backup_dir_owner(settings)?;
+    let artifact = existing_artifact(settings, archive)?;
     durable::create_private_dir(&settings.backup_dir)
         .with_context(|| format!("cannot create {}", settings.backup_dir.display()))?;
     let Some(_lock) = crate::commands::take_lock(&settings.backup_dir)? else {

@@ -116,6 +116,13 @@ const GENERAL: &[Setting] = &[
         shown: Shown::Plain,
     },
     Setting {
+        key: "network_wait",
+        value: "DURATION",
+        default: "2m",
+        help: "how long the offsite copies wait for the network when a host does not resolve or has no route (the catch-up run at boot may start before the network is up); `0s` fails at once",
+        shown: Shown::Plain,
+    },
+    Setting {
         key: "ping_url",
         value: "URL",
         default: "off",

@@ -194,6 +194,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         .into());
     }
     let offsite = offsite_source(&opts.from)?;
+    crate::commands::check_backup_dir_owner(settings)?;
     let local_archive = if opts.from == "latest" {
         resolve_archive(settings, None)
     } else {
@@ -212,7 +213,6 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_FAILED));
     }
 
-    crate::commands::check_backup_dir_owner(settings)?;
     crate::logging::to_backup_log(&settings.backup_dir)
         .with_context(|| format!("cannot open the log in {}", settings.backup_dir.display()))?;
     let Some(_lock) = crate::commands::take_lock(&settings.backup_dir)? else {

@@ -369,6 +369,13 @@ fn missing_cloud_data_fails_with_the_documented_message() {
     let out = env.expect(&[], 1);
     let expected = format!("Cloud data directory not found: {}", env.data_dir.display());
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{expected} (check MSS_BACKUP_DATA_DIR or MSS_BACKUP_PROJECT_DIR)"
+        )),
+        "the settings to check, as doctor names them: {}",
+        stderr(&out)
+    );
     let status = env.status();
     assert_eq!(status["status"], "failure");
     assert!(status["error"].as_str().unwrap().contains(&expected));

@@ -1010,33 +1010,6 @@ fn a_disk_that_fills_mid_backup_fails_clearly_and_keeps_the_older_backups() {
 
 // ------------------------------------------------------------ read errors
 
-/// Gives the whole test tree to `nobody`.
-fn chown_to_nobody(env: &TestEnv) {
-    let status = Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(env.root.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// `mss-backup ARGS` as `nobody`: root reads everything, so an unreadable
-/// file needs another user.
-fn as_nobody(env: &TestEnv, args: &[&str]) -> Output {
-    wrapped(
-        env,
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ],
-        args,
-    )
-    .output()
-    .unwrap()
-}
-
 #[test]
 fn an_unreadable_file_or_dir_fails_the_backup_naming_it() {
     let env = TestEnv::new();

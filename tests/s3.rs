@@ -552,8 +552,8 @@ fn s3_wrong_secret_fails_the_target_not_the_backup() {
     assert!(!detail.contains('\n'));
     assert!(
         stderr(&out).contains(&format!(
-            "s3://{}/{prefix} FAILED: s3://{}/{prefix}: S3 at {} rejected the request signature",
-            rgw.bucket, rgw.bucket, rgw.endpoint
+            "Backup OK locally; offsite s3://{}/{prefix} FAILED: S3 at {} rejected the request signature",
+            rgw.bucket, rgw.endpoint
         )),
         "{}",
         stderr(&out)

@@ -149,6 +149,34 @@ impl TestEnv {
     }
 }
 
+/// Gives the whole test tree to `nobody`.
+pub fn chown_to_nobody(env: &TestEnv) {
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(env.root.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `mss-backup ARGS` as `nobody`, through `setpriv`, with the environment
+/// of [`TestEnv::cmd`]: root reads everything, so an unreadable file needs
+/// another user.
+pub fn as_nobody(env: &TestEnv, args: &[&str]) -> Output {
+    let inner = env.cmd(args);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .envs(
+            inner
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        );
+    cmd.output().unwrap()
+}
+
 /// `mss-backup-YYYY-MM-DD_HHMMSS.tar.gz`, checked by hand so the test does
 /// not reuse the code it tests.
 pub fn is_backup_name(name: &str) -> bool {

@@ -75,8 +75,11 @@ pub struct Destination {
 /// Why a backup failed: one line for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    /// Worded as the operator documentation says.
-    #[error("Cloud data directory not found: {0}")]
+    /// Worded as the operator documentation says, then the settings that
+    /// point at it, as `doctor` names them.
+    #[error(
+        "Cloud data directory not found: {0} (check MSS_BACKUP_DATA_DIR or MSS_BACKUP_PROJECT_DIR)"
+    )]
     DataDirMissing(PathBuf),
     #[error(
         "Database not found: {0} (MSS keeps it at cloud-data/{DB_PATH}; check MSS_BACKUP_DATA_DIR)"
@@ -103,12 +106,36 @@ pub enum BackupError {
     )]
     ArchiveDirSymlink(PathBuf),
     #[error(
-        "the backup dir {dir} belongs to {owner}, but mss-backup runs as {user}: files written now would not be usable by the owner's nightly run (run it as {owner}, e.g. `sudo -u {owner} mss-backup ...`, or set MSS_BACKUP_ALLOW_OTHER_OWNER=true)"
+        "the backup dir {dir} belongs to {owner}, but mss-backup runs as {user}: {why} ({fix})"
     )]
     OtherOwner {
         dir: PathBuf,
         owner: String,
         user: String,
+        why: String,
+        fix: String,
+    },
+    /// The backup dir cannot even be looked at: a dir on its way is
+    /// another user's and closed to this one.
+    #[error(
+        "the backup dir {dir} is inside {blocker}, which belongs to {owner} (mode {mode:o}), but mss-backup runs as {user}, who cannot open it ({fix})"
+    )]
+    Unreachable {
+        dir: PathBuf,
+        blocker: PathBuf,
+        owner: String,
+        mode: u32,
+        user: String,
+        fix: String,
+    },
+    /// Root about to create the backup dir for data another user owns.
+    #[error(
+        "the backup dir {dir} does not exist yet and {data_dir} belongs to {owner}, but mss-backup runs as root: a backup dir made now would be root's, and {owner}'s own runs could not use it (run it as {owner}, e.g. `sudo -u {owner} mss-backup ...`, or set MSS_BACKUP_ALLOW_OTHER_OWNER=true if root is meant to run the backups)"
+    )]
+    NewForOtherOwner {
+        dir: PathBuf,
+        data_dir: PathBuf,
+        owner: String,
     },
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
@@ -885,29 +912,143 @@ pub fn check_archive_dir(backup_dir: &Path) -> Result<(), BackupError> {
     }
 }
 
-/// Refuses a backup dir that belongs to another user than the one running
-/// (root running a manual backup in mss's dir would leave root's files,
-/// which the nightly run as mss cannot replace or append to). A dir that
-/// does not exist yet is fine: it will be created as this user's.
-pub fn check_dir_owner(backup_dir: &Path) -> Result<(), BackupError> {
+/// What a command does in the backup dir, for [`check_dir_owner`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirUse {
+    /// Only reads (`status`, `list`, `verify`): another user's dir is fine
+    /// as long as this user can read it.
+    Read,
+    /// Writes or may create it (backup, restore, copy).
+    Write,
+}
+
+/// Checks, before anything is read or written, that this user can use the
+/// backup dir, so the wrong user gets one true message naming the dir and
+/// the fix instead of a bare `Permission denied` (or an empty listing).
+///
+/// For [`DirUse::Write`], another user's dir is refused unless
+/// `allow_other_owner` (root running a manual backup in mss's dir would
+/// leave root's files, which the nightly run as mss cannot replace or
+/// append to), and so is root creating the dir for a `data_dir` another
+/// user owns: the dir would be root's from the start.
+pub fn check_dir_owner(
+    backup_dir: &Path,
+    data_dir: &Path,
+    usage: DirUse,
+    allow_other_owner: bool,
+) -> Result<(), BackupError> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = fs::metadata(backup_dir) else {
-        return Ok(());
-    };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
+    let meta = match fs::metadata(backup_dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let data_owner = fs::metadata(data_dir).map(|m| m.uid()).unwrap_or(uid);
+            if usage == DirUse::Write && uid == 0 && data_owner != 0 && !allow_other_owner {
+                return Err(BackupError::NewForOtherOwner {
+                    dir: backup_dir.to_path_buf(),
+                    data_dir: data_dir.to_path_buf(),
+                    owner: user_name(data_owner),
+                });
+            }
+            return Ok(());
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(unreachable_dir(backup_dir, uid, e));
+        }
+        Err(e) => return Err(io_err("cannot read", backup_dir)(e)),
+    };
     if meta.uid() == uid {
         return Ok(());
     }
+    let allowed = match usage {
+        DirUse::Read => may_access(backup_dir, libc::R_OK | libc::X_OK),
+        DirUse::Write => allow_other_owner,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let (owner, user) = (user_name(meta.uid()), user_name(uid));
+    let (why, fix) = if meta.uid() == 0 {
+        // The usual story: one `sudo mss-backup` made the dir root's.
+        (
+            format!("a run as root made it, and {user} cannot use it"),
+            format!(
+                "if {user} runs the backups, give it back: `sudo chown -R {user}: {}`; otherwise run it as root",
+                backup_dir.display()
+            ),
+        )
+    } else if usage == DirUse::Read {
+        (
+            format!("{user} cannot read it"),
+            format!("run it as {owner}, e.g. `sudo -u {owner} mss-backup ...`"),
+        )
+    } else {
+        (
+            "files written now would not be usable by the owner's nightly run".to_string(),
+            format!(
+                "run it as {owner}, e.g. `sudo -u {owner} mss-backup ...`, or set MSS_BACKUP_ALLOW_OTHER_OWNER=true"
+            ),
+        )
+    };
     Err(BackupError::OtherOwner {
         dir: backup_dir.to_path_buf(),
-        owner: user_name(meta.uid()),
-        user: user_name(uid),
+        owner,
+        user,
+        why,
+        fix,
     })
 }
 
+/// The error for a backup dir whose lookup was refused: names the nearest
+/// dir above it that can be seen (the one this user may not enter).
+fn unreachable_dir(backup_dir: &Path, uid: u32, denied: io::Error) -> BackupError {
+    use std::os::unix::fs::MetadataExt;
+    let blocker = backup_dir
+        .ancestors()
+        .skip(1)
+        .find_map(|dir| fs::metadata(dir).ok().map(|meta| (dir, meta)));
+    let Some((blocker, meta)) = blocker else {
+        return io_err("cannot read", backup_dir)(denied);
+    };
+    let (owner, user) = (user_name(meta.uid()), user_name(uid));
+    let fix = if meta.uid() == 0 {
+        format!(
+            "a run as root made it? if {user} runs the backups, give it back: `sudo chown -R {user}: {}`",
+            blocker.display()
+        )
+    } else {
+        format!("run it as {owner}, e.g. `sudo -u {owner} mss-backup ...`")
+    };
+    BackupError::Unreachable {
+        dir: backup_dir.to_path_buf(),
+        blocker: blocker.to_path_buf(),
+        owner,
+        mode: meta.mode() & 0o7777,
+        user,
+        fix,
+    }
+}
+
+/// Whether this process, by its effective ids (those the owner check
+/// compares), may access `path` as `mode` (`R_OK`, ...).
+fn may_access(path: &Path, mode: libc::c_int) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is a valid NUL-terminated string for the call's length.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), mode, libc::AT_EACCESS) == 0 }
+}
+
+/// The user id this process acts as (what owner checks compare with).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The login name of `uid` from `/etc/passwd`, or `uid N`.
-fn user_name(uid: u32) -> String {
+pub fn user_name(uid: u32) -> String {
     fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|text| {
