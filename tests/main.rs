@@ -9,6 +9,7 @@ mod backup;
 mod cli;
 mod encrypt;
 mod faults;
+mod integrity;
 mod ops;
 mod restore;
 mod s3;

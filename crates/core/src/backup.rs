@@ -110,6 +110,10 @@ pub enum BackupError {
         owner: String,
         user: String,
     },
+    #[error(
+        "the archive would hold two members named {0}, which `verify` and `restore` refuse; it was removed and nothing got a backup's name (a bug in mss-backup: please report this line)"
+    )]
+    DuplicateMember(String),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
     #[error(
@@ -552,6 +556,7 @@ fn make_artifact(
     let listing = archive::list(&plan.data_dir).map_err(|e| match e {
         ArchiveError::Read { path, source } => BackupError::Unreadable { path, source },
         ArchiveError::Write(source) => io_err("cannot list", &plan.data_dir)(source),
+        ArchiveError::Duplicate(name) => BackupError::DuplicateMember(name),
     })?;
     warnings.extend(listing.warnings.iter().cloned());
     for (section, rel) in [
@@ -662,6 +667,7 @@ fn write_archive(
                 source: e,
             },
             ArchiveError::Read { path, source } => BackupError::Unreadable { path, source },
+            ArchiveError::Duplicate(name) => BackupError::DuplicateMember(name),
         };
         progress.start(Phase::Archive, db_size + listing.bytes());
         let added = (|| {
