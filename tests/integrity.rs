@@ -6,9 +6,55 @@
 //! with real files, real mounts and the real binary.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
 
 use crate::support::*;
+
+/// A tmpfs of `bytes` mounted on a fresh directory; unmounted on drop.
+struct Tmpfs {
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Tmpfs {
+    fn new(bytes: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        fs::create_dir(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .expect("mount");
+        assert!(out.status.success(), "mount: {}", stderr(&out));
+        Self { path, _dir: dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// Bytes of the regular files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                bytes_under(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
 
 /// How many members of the archive at `path` are named `member` (GNU tar
 /// as the judge).
@@ -71,6 +117,46 @@ fn a_plain_tar_restore_into_cloud_data_does_not_poison_later_backups() {
     env.expect(&["restore", "sounds", "--yes", "--no-stop"], 0);
     env.expect(&["restore", "all", "--dry-run"], 0);
     // The next run is as good: the skip is not a one-off.
+    env.backup_ok();
+    env.expect(&["verify"], 0);
+}
+
+// ------------------------------------------------- free space
+
+/// A backup dir on a disk with room for one archive but not two. With
+/// encryption the run makes a second, encrypted file beside the archive,
+/// so it is refused before anything is written; without, it fits.
+#[test]
+fn the_free_space_check_counts_the_encrypted_copy() {
+    let mut env = TestEnv::with_audio(6);
+    let data = bytes_under(&env.data_dir);
+    // Room for the data once with 3 MiB to spare, far from twice.
+    let disk = Tmpfs::new((data + (3 << 20)).next_multiple_of(4096));
+    env.backup_dir = disk.path.join("mss");
+    let backup_dir = env.backup_dir.display().to_string();
+    env.set("MSS_BACKUP_DIR", &backup_dir);
+    let (_, public) = crate::encrypt::keygen(&env);
+    env.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
+    env.set("MSS_BACKUP_ENCRYPT_LOCAL", "true");
+
+    let out = env.expect(&[], 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "Not enough free space in {}",
+            env.archive_dir().display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        entries(&env.archive_dir()),
+        Vec::<String>::new(),
+        "nothing written, nothing partial left"
+    );
+    assert_eq!(env.status()["status"], "failure");
+
+    env.unset("MSS_BACKUP_ENCRYPT_LOCAL");
+    env.unset("MSS_BACKUP_ENCRYPT_RECIPIENTS");
     env.backup_ok();
     env.expect(&["verify"], 0);
 }
