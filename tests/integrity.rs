@@ -40,6 +40,14 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Changes one byte in the middle of `path`, as bit rot would.
+fn rot(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    fs::write(path, bytes).unwrap();
+}
+
 /// Bytes of the regular files under `dir`.
 fn bytes_under(dir: &Path) -> u64 {
     fs::read_dir(dir)
@@ -63,6 +71,13 @@ fn members_named(path: &Path, member: &str) -> usize {
         .lines()
         .filter(|l| *l == member)
         .count()
+}
+
+/// A stick of its own: a small tmpfs, which is a mount point.
+fn stick_env(env: &mut TestEnv) -> Tmpfs {
+    let stick = Tmpfs::new(64 << 20);
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    stick
 }
 
 // ------------------------------------------------- plain-tar restores
@@ -119,6 +134,57 @@ fn a_plain_tar_restore_into_cloud_data_does_not_poison_later_backups() {
     // The next run is as good: the skip is not a one-off.
     env.backup_ok();
     env.expect(&["verify"], 0);
+}
+
+// ------------------------------------------------- copy
+
+/// `copy` of a local archive that rotted since it was written: nothing is
+/// sent, and the stick's older good backup, which retention 1 would have
+/// deleted for it, stays. Encryption is on, so the target cannot catch it
+/// either (the encrypted copy would have a sidecar of its own, and match).
+#[test]
+fn copy_checks_the_local_archive_first_and_sends_nothing_when_it_rotted() {
+    let mut env = TestEnv::new();
+    let (_, public) = crate::encrypt::keygen(&env);
+    env.backup_ok();
+    env.backup_ok();
+    let names = env.archives();
+    let stick = stick_env(&mut env);
+    env.set("MSS_BACKUP_USB_RETENTION", "1");
+    env.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
+    env.expect(&["copy", "usb", &names[0]], 0);
+    let on_stick = stick.path.join("mss-backup");
+    let before: Vec<(String, Vec<u8>)> = entries(&on_stick)
+        .into_iter()
+        .map(|n| {
+            let bytes = fs::read(on_stick.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect();
+    assert!(
+        before
+            .iter()
+            .any(|(n, _)| *n == format!("{}.age", names[0])),
+        "{:?}",
+        entries(&on_stick)
+    );
+
+    rot(&env.archive_dir().join(&names[1]));
+    let out = env.expect(&["copy", "usb"], 1);
+    assert!(
+        stderr(&out).contains(&format!("{} does not match its checksum file", names[1]))
+            && stderr(&out).contains("nothing was sent to usb:"),
+        "{}",
+        stderr(&out)
+    );
+    let after: Vec<(String, Vec<u8>)> = entries(&on_stick)
+        .into_iter()
+        .map(|n| {
+            let bytes = fs::read(on_stick.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect();
+    assert!(after == before, "the stick is unchanged");
 }
 
 // ------------------------------------------------- free space
