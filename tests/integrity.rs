@@ -136,6 +136,151 @@ fn a_plain_tar_restore_into_cloud_data_does_not_poison_later_backups() {
     env.expect(&["verify"], 0);
 }
 
+// ------------------------------------------------- fetched copies
+
+/// A copy that rotted on the stick is never brought in under a backup's
+/// name: the restore fails in one line naming the stick and the backup,
+/// and the archive dir holds neither the copy nor a hidden leftover.
+#[test]
+fn restore_from_a_rotted_usb_copy_is_refused_and_nothing_gets_its_name() {
+    let mut env = TestEnv::new();
+    let stick = stick_env(&mut env);
+    env.backup_ok();
+    let name = env.archives().remove(0);
+    rot(&stick.path.join("mss-backup").join(&name));
+    fs::remove_dir_all(env.archive_dir()).unwrap();
+
+    let out = env.expect(
+        &[
+            "restore",
+            "sounds",
+            "--from",
+            "usb:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        1,
+    );
+    let err = stderr(&out);
+    let failed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("does not match its checksum"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", stderr(&out));
+    assert!(
+        failed[0].starts_with(&format!(
+            "Restore FAILED: usb:{}: {name} does not match its checksum",
+            stick.path.display()
+        )) && failed[0].contains("removed"),
+        "{}",
+        failed[0]
+    );
+    assert_eq!(
+        entries(&env.archive_dir()),
+        Vec::<String>::new(),
+        "nothing named, nothing hidden left"
+    );
+    // The next try is refused the same way: nothing was left to prefer.
+    let again = env.expect(
+        &[
+            "restore",
+            "sounds",
+            "--from",
+            "usb:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        1,
+    );
+    assert!(!stderr(&again).contains("already in"), "{}", stderr(&again));
+}
+
+/// A local copy that fails its sidecar is not "already here": the
+/// target's good copy is fetched over it and the restore succeeds.
+#[test]
+fn a_rotted_local_copy_is_never_preferred_to_the_targets() {
+    let mut env = TestEnv::new();
+    let stick = stick_env(&mut env);
+    env.backup_ok();
+    let name = env.archives().remove(0);
+    let local = env.archive_dir().join(&name);
+    rot(&local);
+    let wav = fs::read_dir(env.data_dir.join("Sounds/uploads"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let original = fs::read(&wav).unwrap();
+    fs::remove_file(&wav).unwrap();
+
+    let out = env.expect(
+        &[
+            "restore",
+            "sounds",
+            "--from",
+            "usb:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        0,
+    );
+    assert!(
+        !stderr(&out).contains("restoring from that copy")
+            && stderr(&out).contains("is not used")
+            && stderr(&out).contains("does not match its checksum file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(&wav).unwrap(), original);
+    assert!(
+        fs::read(&local).unwrap() == fs::read(stick.path.join("mss-backup").join(&name)).unwrap(),
+        "the good copy replaced the rotted one"
+    );
+    let check = tool(
+        "sha256sum",
+        &["-c", &format!("{name}.sha256")],
+        &env.archive_dir(),
+    );
+    assert!(check.contains(&format!("{name}: OK")), "{check}");
+}
+
+/// The same over rsync, whose downloads once came archive first, straight
+/// to the backup's name.
+#[test]
+fn restore_from_a_rotted_rsync_copy_is_refused_and_nothing_gets_its_name() {
+    let mut env = TestEnv::new();
+    let remote = crate::targets::Remote::new(&mut env);
+    env.backup_ok();
+    let name = env.archives().remove(0);
+    rot(&remote.dir.join(&name));
+    fs::remove_dir_all(env.archive_dir()).unwrap();
+
+    let out = env.expect(
+        &[
+            "restore",
+            "db",
+            "--from",
+            "rsync:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        1,
+    );
+    let err = stderr(&out);
+    let failed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("does not match its checksum"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", stderr(&out));
+    assert!(
+        failed[0].starts_with("Restore FAILED: rsync:") && failed[0].contains(&name),
+        "{}",
+        failed[0]
+    );
+    assert_eq!(entries(&env.archive_dir()), Vec::<String>::new());
+}
+
 // ------------------------------------------------- copy
 
 /// `copy` of a local archive that rotted since it was written: nothing is
