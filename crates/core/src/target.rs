@@ -71,6 +71,14 @@ pub trait Target: Send + Sync {
         let _ = progress;
         self.put(artifact)
     }
+    /// Refuses at once an artifact this target can never hold (a file over
+    /// FAT's 4 GiB limit), before anyone reads or sends a byte of it.
+    /// `Ok` where there is no such limit or it cannot be known now; `put`
+    /// checks again either way.
+    fn check_fits(&self, artifact: &Artifact) -> Result<(), TargetError> {
+        let _ = artifact;
+        Ok(())
+    }
     /// The complete backups present (names that parse and have a sidecar).
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError>;
     /// Brings a backup into `dest_dir`, returning the archive's path.
