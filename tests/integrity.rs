@@ -281,6 +281,79 @@ fn restore_from_a_rotted_rsync_copy_is_refused_and_nothing_gets_its_name() {
     assert_eq!(entries(&env.archive_dir()), Vec::<String>::new());
 }
 
+/// A connection to the rsync remote that drops while the archive comes
+/// down: the sidecar that came first is not left behind (hidden or not),
+/// and nothing is named; over a whole line the next try restores.
+#[test]
+fn an_rsync_download_cut_off_midway_leaves_nothing_and_the_retry_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::new();
+    let _remote = crate::targets::Remote::new(&mut env);
+    env.backup_ok();
+    let name = env.archives().remove(0);
+    let size = fs::metadata(env.archive_dir().join(&name)).unwrap().len();
+    assert!(size > 1_500_000, "the archive must outlast the cut: {size}");
+    fs::remove_dir_all(env.archive_dir()).unwrap();
+    // The real ssh, with what comes back cut after 1 MB (each rsync call
+    // has its own connection: the listing and the sidecar get through).
+    let rsh = env
+        .vars
+        .iter()
+        .find(|(k, _)| k == "MSS_BACKUP_RSYNC_RSH")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let cutter = env.root.path().join("ssh-cut-down");
+    fs::write(
+        &cutter,
+        "#!/bin/sh\nssh \"$@\" | dd bs=65536 count=1000000 iflag=count_bytes 2>/dev/null\n",
+    )
+    .unwrap();
+    fs::set_permissions(&cutter, fs::Permissions::from_mode(0o755)).unwrap();
+    let cut = rsh.replacen("ssh", cutter.to_str().unwrap(), 1);
+    env.set("MSS_BACKUP_RSYNC_RSH", &cut);
+
+    let out = env.expect(
+        &[
+            "restore",
+            "db",
+            "--from",
+            "rsync:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        1,
+    );
+    assert!(
+        stderr(&out).contains(&format!("downloading {name} failed")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        entries(&env.archive_dir()),
+        Vec::<String>::new(),
+        "no archive, no sidecar, no hidden file"
+    );
+
+    env.set("MSS_BACKUP_RSYNC_RSH", &rsh);
+    env.expect(
+        &[
+            "restore",
+            "db",
+            "--from",
+            "rsync:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        0,
+    );
+    let check = tool(
+        "sha256sum",
+        &["-c", &format!("{name}.sha256")],
+        &env.archive_dir(),
+    );
+    assert!(check.contains(&format!("{name}: OK")), "{check}");
+}
+
 // ------------------------------------------------- copy
 
 /// `copy` of a local archive that rotted since it was written: nothing is
