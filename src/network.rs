@@ -134,6 +134,10 @@ impl Target for WaitForNetwork {
         self.inner.put_with_progress(artifact, progress)
     }
 
+    fn check_fits(&self, artifact: &Artifact) -> Result<(), TargetError> {
+        self.inner.check_fits(artifact)
+    }
+
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError> {
         self.inner.list()
     }

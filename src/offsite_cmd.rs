@@ -50,6 +50,21 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
     let name = dest.target.name().to_string();
     tracing::info!(target = %name, archive = %artifact.name, "copy started");
     let clock = Instant::now();
+    // What the target can never hold is refused before the archive is
+    // read (hashing a 4 GiB backup only to learn the stick is FAT).
+    if let Err(e) = dest.target.check_fits(&artifact) {
+        tracing::error!(target = %name, "copy failed: {e}");
+        eprintln!("Copy FAILED: {e}");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    // Checked under the lock, before anything is sent: a local archive
+    // that rotted since it was written would count as a complete backup
+    // there, and that target's retention could delete a good one for it.
+    if let Err(e) = verify::check_sidecar(&artifact.archive) {
+        tracing::error!(target = %name, "copy failed: {e}; nothing was sent");
+        eprintln!("Copy FAILED: {e}; nothing was sent to {name}");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
     // What leaves the machine is encrypted when the nightly run's copies
     // are: encrypted once here, under the lock, and the hidden file removed
     // after (a crash leaves it to the next backup's clean-up).

@@ -162,16 +162,30 @@ fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
         );
     };
     let archive_dir = mss_backup_core::backup::archive_dir(&settings.backup_dir);
-    // The same backup already here (plain first: it needs no key).
+    // The same backup already here (plain first: it needs no key), if it
+    // still matches its sidecar: a damaged copy is never preferred to the
+    // target's, which is fetched over it instead.
     for local in [wanted.plain(), wanted.clone()] {
         let local_copy = archive_dir.join(local.file_name());
-        if local_copy.is_file() && archive_dir.join(local.sidecar_name()).is_file() {
-            eprintln!(
-                "{} is already in {}; restoring from that copy",
-                local,
-                archive_dir.display()
-            );
-            return Ok(local_copy);
+        if !local_copy.is_file() || !archive_dir.join(local.sidecar_name()).is_file() {
+            continue;
+        }
+        match mss_backup_core::verify::check_sidecar(&local_copy) {
+            Ok(_) => {
+                eprintln!(
+                    "{} is already in {}; restoring from that copy",
+                    local,
+                    archive_dir.display()
+                );
+                return Ok(local_copy);
+            }
+            Err(e) => {
+                tracing::warn!("not restoring from the local copy: {e}");
+                eprintln!(
+                    "warning: the copy in {} is not used: {e}",
+                    archive_dir.display()
+                );
+            }
         }
     }
     mss_backup_core::durable::create_private_dir(&archive_dir)

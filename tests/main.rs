@@ -9,6 +9,7 @@ mod backup;
 mod cli;
 mod encrypt;
 mod faults;
+mod integrity;
 mod mistakes;
 mod network;
 mod operator;

@@ -2,8 +2,11 @@
 //! whose member paths are relative to `cloud-data/`, ordered so that the
 //! database comes first (a database-only restore stops reading early),
 //! `inventory.txt` follows the data, and `MANIFEST.sha256` comes last.
+//! No two members ever share a name: a tar with two copies of a name
+//! restores whichever comes last, so `verify` and `restore` refuse one, and
+//! the writer refuses to make one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -18,6 +21,11 @@ pub const DB_PATH: &str = "data/sound_machine.db";
 pub const SERVER_ID_PATH: &str = "data/server_id.txt";
 /// The system snapshot's path inside the archive.
 pub const INVENTORY_PATH: &str = "inventory.txt";
+/// Names at the top of `cloud-data/` that every archive writes itself. A
+/// file there by that name (what a plain `tar -xzf` of a whole backup into
+/// `cloud-data/` leaves) is skipped with a warning: archived, it would be a
+/// second member of the same name, and the archive unusable.
+pub const RESERVED_TOP: [&str; 2] = [INVENTORY_PATH, MANIFEST_PATH];
 /// Files next to the live database that must never be archived raw.
 const DB_SIDE_FILES: [&str; 4] = [
     "data/sound_machine.db",
@@ -161,6 +169,13 @@ fn walk(dir: &Path, prefix: &str, listing: &mut Listing) -> Result<(), ArchiveEr
         if DB_SIDE_FILES.contains(&rel.as_str()) {
             continue;
         }
+        if prefix.is_empty() && RESERVED_TOP.contains(&name) {
+            listing.warnings.push(format!(
+                "skipped {}: every archive writes its own {name}, so this one is not backed up (a plain `tar -xzf` of a whole backup into cloud-data leaves it; delete it)",
+                path.display()
+            ));
+            continue;
+        }
         let meta = match fs::symlink_metadata(&path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -217,6 +232,10 @@ pub enum ArchiveError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write the archive: {0}")]
     Write(#[source] io::Error),
+    /// A second member of a name already in the archive: `tar -x` would
+    /// keep the last, `verify` and `restore` refuse the whole archive.
+    #[error("the archive would hold {0} twice")]
+    Duplicate(String),
 }
 
 /// The finished archive stream.
@@ -240,6 +259,8 @@ pub struct ArchiveWriter<W: Write> {
     sections: BTreeMap<Section, SectionStats>,
     files: u64,
     warnings: Vec<String>,
+    /// Every member name so far, to refuse a second of any.
+    names: HashSet<String>,
 }
 
 impl<W: Write> ArchiveWriter<W> {
@@ -253,6 +274,17 @@ impl<W: Write> ArchiveWriter<W> {
             sections: BTreeMap::new(),
             files: 0,
             warnings: Vec::new(),
+            names: HashSet::new(),
+        }
+    }
+
+    /// Claims `rel` for one member; a name already taken is an error, so
+    /// no archive ever holds two members of one name.
+    fn claim(&mut self, rel: &str) -> Result<(), ArchiveError> {
+        if self.names.insert(rel.to_string()) {
+            Ok(())
+        } else {
+            Err(ArchiveError::Duplicate(rel.to_string()))
         }
     }
 
@@ -284,6 +316,7 @@ impl<W: Write> ArchiveWriter<W> {
         match entry.kind {
             EntryKind::File => self.add_file(entry.section, &entry.rel, &entry.path, &meta),
             EntryKind::Dir => {
+                self.claim(&entry.rel)?;
                 let mut header = header_for(&meta);
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_size(0);
@@ -293,6 +326,7 @@ impl<W: Write> ArchiveWriter<W> {
             }
             EntryKind::Symlink => {
                 let target = fs::read_link(&entry.path).map_err(read_err)?;
+                self.claim(&entry.rel)?;
                 let mut header = header_for(&meta);
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_size(0);
@@ -326,6 +360,7 @@ impl<W: Write> ArchiveWriter<W> {
             Err(e) => return Err(read_err(e)),
         };
         let before = file.metadata().map_err(read_err)?;
+        self.claim(rel)?;
         let size = before.len();
         let mut header = header_for(meta);
         header.set_entry_type(tar::EntryType::Regular);
@@ -364,6 +399,7 @@ impl<W: Write> ArchiveWriter<W> {
         rel: &str,
         bytes: &[u8],
     ) -> Result<(), ArchiveError> {
+        self.claim(rel)?;
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o600);
@@ -392,6 +428,7 @@ impl<W: Write> ArchiveWriter<W> {
     /// Appends `MANIFEST.sha256`, ends the tar stream and the gzip stream,
     /// and returns the output writer with the archive's facts.
     pub fn finish(mut self) -> Result<(W, Written), ArchiveError> {
+        self.claim(MANIFEST_PATH)?;
         let manifest = std::mem::take(&mut self.manifest);
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
@@ -496,5 +533,65 @@ impl Read for ExactReader {
         };
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_member_of_any_name_is_refused() {
+        let mut writer = ArchiveWriter::new(Vec::new(), GzOptions::default());
+        writer
+            .add_bytes(Section::Inventory, INVENTORY_PATH, b"one")
+            .unwrap();
+        let err = writer
+            .add_bytes(Section::Inventory, INVENTORY_PATH, b"two")
+            .unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::Duplicate(name) if name == INVENTORY_PATH),
+            "{err}"
+        );
+        // The manifest's own name is claimed like any other.
+        let mut writer = ArchiveWriter::new(Vec::new(), GzOptions::default());
+        writer
+            .add_bytes(Section::Other, MANIFEST_PATH, b"forged")
+            .unwrap();
+        assert!(matches!(
+            writer.finish(),
+            Err(ArchiveError::Duplicate(name)) if name == MANIFEST_PATH
+        ));
+    }
+
+    #[test]
+    fn reserved_names_are_skipped_only_at_the_top_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        for rel in [
+            INVENTORY_PATH,
+            MANIFEST_PATH,
+            "config/inventory.txt",
+            "config/MANIFEST.sha256",
+        ] {
+            let path = dir.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, rel).unwrap();
+        }
+        let listing = list(dir.path()).unwrap();
+        let rels: Vec<&str> = listing.entries.iter().map(|e| e.rel.as_str()).collect();
+        assert_eq!(
+            rels,
+            ["config", "config/MANIFEST.sha256", "config/inventory.txt"]
+        );
+        assert_eq!(listing.warnings.len(), 2, "{:?}", listing.warnings);
+        for (warning, name) in listing.warnings.iter().zip([MANIFEST_PATH, INVENTORY_PATH]) {
+            assert!(
+                warning.starts_with(&format!(
+                    "skipped {}: every archive writes its own {name}",
+                    dir.path().join(name).display()
+                )),
+                "{warning}"
+            );
+        }
     }
 }

@@ -137,6 +137,10 @@ pub enum BackupError {
         data_dir: PathBuf,
         owner: String,
     },
+    #[error(
+        "the archive would hold two members named {0}, which `verify` and `restore` refuse; it was removed and nothing got a backup's name (a bug in mss-backup: please report this line)"
+    )]
+    DuplicateMember(String),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
     #[error(
@@ -551,6 +555,22 @@ fn make_room(
     Ok(deleted)
 }
 
+/// The free space a run needs in the archive dir before it writes
+/// anything, for `data_bytes` of files and database: an archive as big as
+/// its input (media barely compresses), and with `sealed_copy` a second
+/// one, the encrypted copy made beside it (`.NAME.tar.gz.age.sealed`,
+/// which exists together with the archive until the targets have it),
+/// with age's 16 bytes per 64 KiB chunk. Plus 1 MiB for tar headers, the
+/// manifest, the inventory and age's header.
+pub fn space_needed(data_bytes: u64, sealed_copy: bool) -> u64 {
+    let sealed = if sealed_copy {
+        data_bytes.saturating_add(data_bytes / 4096)
+    } else {
+        0
+    };
+    data_bytes.saturating_add(sealed).saturating_add(1 << 20)
+}
+
 /// Builds, checks and publishes the archive in the local archive dir, and
 /// with a `job` its encrypted copy (hidden, see [`seal::seal`]). Returns
 /// the artifact, how many files it holds, and the encrypted copy.
@@ -579,6 +599,7 @@ fn make_artifact(
     let listing = archive::list(&plan.data_dir).map_err(|e| match e {
         ArchiveError::Read { path, source } => BackupError::Unreadable { path, source },
         ArchiveError::Write(source) => io_err("cannot list", &plan.data_dir)(source),
+        ArchiveError::Duplicate(name) => BackupError::DuplicateMember(name),
     })?;
     warnings.extend(listing.warnings.iter().cloned());
     for (section, rel) in [
@@ -598,7 +619,7 @@ fn make_artifact(
         }
     }
 
-    let needed = listing.bytes() + live_db_meta.len() + (1 << 20);
+    let needed = space_needed(listing.bytes() + live_db_meta.len(), job.is_some());
     let space = durable::fs_space(&archive_dir).map_err(io_err("cannot stat", &archive_dir))?;
     if needed > space.available {
         return Err(BackupError::NoSpace {
@@ -689,6 +710,7 @@ fn write_archive(
                 source: e,
             },
             ArchiveError::Read { path, source } => BackupError::Unreadable { path, source },
+            ArchiveError::Duplicate(name) => BackupError::DuplicateMember(name),
         };
         progress.start(Phase::Archive, db_size + listing.bytes());
         let added = (|| {
@@ -1136,4 +1158,18 @@ fn now_rfc3339() -> String {
 
 fn round_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encrypted_run_needs_room_for_two_archives() {
+        let data = 400 << 20;
+        assert_eq!(space_needed(data, false), data + (1 << 20));
+        // The encrypted copy: as big again, plus 16 bytes for each of the
+        // 6400 chunks of 64 KiB that age seals.
+        assert_eq!(space_needed(data, true), 2 * data + 6400 * 16 + (1 << 20));
+    }
 }

@@ -2,10 +2,14 @@
 //! target puts, lists, gets and deletes files; it never decides what to keep
 //! (retention is decided once, in [`crate::retention`]).
 
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use crate::durable;
+use crate::manifest;
 use crate::name::ArtifactName;
 use crate::progress::Progress;
+use crate::verify;
 
 /// A complete backup on local disk: the archive and its checksum sidecar.
 /// Handed to targets as paths, not a stream: rsync needs a file, retries
@@ -67,6 +71,14 @@ pub trait Target: Send + Sync {
         let _ = progress;
         self.put(artifact)
     }
+    /// Refuses at once an artifact this target can never hold (a file over
+    /// FAT's 4 GiB limit), before anyone reads or sends a byte of it.
+    /// `Ok` where there is no such limit or it cannot be known now; `put`
+    /// checks again either way.
+    fn check_fits(&self, artifact: &Artifact) -> Result<(), TargetError> {
+        let _ = artifact;
+        Ok(())
+    }
     /// The complete backups present (names that parse and have a sidecar).
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError>;
     /// Brings a backup into `dest_dir`, returning the archive's path.
@@ -84,5 +96,162 @@ pub trait Target: Send + Sync {
     fn size_of(&self, name: &ArtifactName) -> Option<u64> {
         let _ = name;
         None
+    }
+}
+
+/// Brings a backup into `dest_dir` the one way every target's
+/// [`Target::get`] does. `download` writes the archive and its sidecar to
+/// the two hidden paths it is handed: dot-prefixed, so
+/// [`ArtifactName::parse`] never takes them for a backup (never listed,
+/// counted by retention or preferred by a restore), and named
+/// `.mss-backup-…`, which a backup's clean-up removes should a crash leave
+/// them. The archive is then hashed as it lies on disk and compared with
+/// the sidecar's line; only a match is named, the sidecar first and the
+/// archive last, as everywhere. Otherwise both are removed: a damaged copy
+/// is [`TargetError::Integrity`], naming `target` and the backup.
+pub fn fetch_checked(
+    target: &str,
+    name: &ArtifactName,
+    dest_dir: &Path,
+    download: impl FnOnce(&Path, &Path) -> Result<(), TargetError>,
+) -> Result<PathBuf, TargetError> {
+    let file_name = name.file_name();
+    let sidecar_name = name.sidecar_name();
+    let archive_tmp = dest_dir.join(format!(".{file_name}.fetch"));
+    let sidecar_tmp = dest_dir.join(format!(".{sidecar_name}.fetch"));
+    let discard = || {
+        let _ = fs::remove_file(&archive_tmp);
+        let _ = fs::remove_file(&sidecar_tmp);
+    };
+    let failed = |action: &str, detail: std::io::Error| TargetError::Failed {
+        target: target.to_string(),
+        action: format!("{action} {file_name} in {}", dest_dir.display()),
+        detail: detail.to_string(),
+    };
+    let integrity = |detail: String| TargetError::Integrity {
+        target: target.to_string(),
+        name: file_name.clone(),
+        detail: format!("{detail}; the fetched copy was removed"),
+    };
+    // What an earlier fetch that crashed left under these names.
+    discard();
+    let result = (|| {
+        download(&archive_tmp, &sidecar_tmp)?;
+        let expected = verify::sidecar_line(&sidecar_tmp, &file_name).map_err(|e| match e {
+            verify::VerifyError::Sidecar { reason, .. } => {
+                integrity(format!("its sidecar {sidecar_name} is unusable: {reason}"))
+            }
+            e => integrity(e.to_string()),
+        })?;
+        let file = File::open(&archive_tmp).map_err(|e| failed("reading", e))?;
+        let (hash, size) = manifest::sha256_of(&file).map_err(|e| failed("reading", e))?;
+        if hash != expected {
+            return Err(integrity(format!(
+                "its sidecar says sha256 {expected}, the {size} bytes fetched have {hash}"
+            )));
+        }
+        // Not every way of downloading syncs what it wrote (rsync does
+        // not): a crash after the names must not leave empty files there.
+        file.sync_all().map_err(|e| failed("syncing", e))?;
+        File::open(&sidecar_tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| failed("syncing", e))?;
+        let dest = dest_dir.join(&file_name);
+        fs::rename(&sidecar_tmp, dest_dir.join(&sidecar_name))
+            .and_then(|()| fs::rename(&archive_tmp, &dest))
+            .and_then(|()| durable::fsync_dir(dest_dir))
+            .map_err(|e| failed("naming", e))?;
+        Ok(dest)
+    })();
+    if result.is_err() {
+        discard();
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> ArtifactName {
+        ArtifactName::parse("mss-backup-2026-01-02_030405.tar.gz").unwrap()
+    }
+
+    /// A download that writes `archive` and a sidecar for `sidecar_of`.
+    fn writes<'a>(
+        archive: &'a [u8],
+        sidecar_of: &'a [u8],
+    ) -> impl FnOnce(&Path, &Path) -> Result<(), TargetError> + 'a {
+        move |a, s| {
+            let (hash, _) = manifest::sha256_of(sidecar_of).unwrap();
+            fs::write(a, archive).unwrap();
+            fs::write(s, manifest::sha256sum_line(&hash, &name().file_name())).unwrap();
+            Ok(())
+        }
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_good_copy_gets_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = fetch_checked("usb:/x", &name(), dir.path(), writes(b"abc", b"abc")).unwrap();
+        assert_eq!(got, dir.path().join(name().file_name()));
+        assert_eq!(fs::read(&got).unwrap(), b"abc");
+        assert_eq!(
+            entries(dir.path()),
+            vec![name().file_name(), name().sidecar_name()]
+        );
+    }
+
+    #[test]
+    fn a_damaged_copy_is_removed_and_named_in_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = fetch_checked("usb:/x", &name(), dir.path(), writes(b"abd", b"abc"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "usb:/x: {} does not match its checksum (its sidecar says sha256 ba7816bf",
+                name().file_name()
+            )) && err.contains("the 3 bytes fetched have")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    }
+
+    #[test]
+    fn a_failed_or_sidecarless_download_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = fetch_checked("rsync:h:/d", &name(), dir.path(), |a, _| {
+            fs::write(a, b"half").unwrap();
+            Err(TargetError::Failed {
+                target: "rsync:h:/d".into(),
+                action: "downloading".into(),
+                detail: "connection closed".into(),
+            })
+        })
+        .unwrap_err();
+        assert!(matches!(err, TargetError::Failed { .. }), "{err}");
+        assert!(entries(dir.path()).is_empty());
+        let err = fetch_checked("rsync:h:/d", &name(), dir.path(), |a, _| {
+            fs::write(a, b"abc").unwrap();
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("its sidecar") && err.contains("unusable"),
+            "{err}"
+        );
+        assert!(entries(dir.path()).is_empty());
     }
 }

@@ -73,21 +73,28 @@ pub fn sidecar_path(archive: &Path) -> PathBuf {
 
 /// Reads the expected sha256 from the sidecar next to `archive`.
 pub fn read_sidecar(archive: &Path) -> Result<String, VerifyError> {
-    let path = sidecar_path(archive);
-    let text = fs::read_to_string(&path).map_err(|e| VerifyError::Sidecar {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
     let file_name = archive
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    sidecar_line(&sidecar_path(archive), &file_name)
+}
+
+/// The sha256 that the sidecar at `path` gives for `file_name` (a sidecar
+/// names the archive it belongs to, so a fetched pair can be checked while
+/// both still have hidden names).
+pub fn sidecar_line(path: &Path, file_name: &str) -> Result<String, VerifyError> {
+    let path = path.to_path_buf();
+    let text = fs::read_to_string(&path).map_err(|e| VerifyError::Sidecar {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
     let parsed = manifest::parse(&text).ok_or_else(|| VerifyError::Sidecar {
         path: path.clone(),
         reason: "not in sha256sum format".to_string(),
     })?;
     parsed
-        .get(&file_name)
+        .get(file_name)
         .cloned()
         .ok_or_else(|| VerifyError::Sidecar {
             path,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use mss_backup_core::durable;
 use mss_backup_core::manifest;
 use mss_backup_core::name::{LATEST, LATEST_AGE};
+use mss_backup_core::target;
 use mss_backup_core::{Artifact, ArtifactName, Target, TargetError};
 
 /// A directory holding `NAME.tar.gz` + `NAME.tar.gz.sha256` pairs.
@@ -216,14 +217,16 @@ impl Target for DirTarget {
         if dest_dir == self.dir {
             return Ok(src);
         }
-        self.copy_in(
-            &self.dir.join(name.sidecar_name()),
-            dest_dir,
-            &name.sidecar_name(),
-            None,
-        )?;
-        self.copy_in(&src, dest_dir, &name.file_name(), None)?;
-        Ok(dest_dir.join(name.file_name()))
+        // Checked against its sidecar before either gets a name: a copy
+        // that rotted on the stick must not land under a backup's name.
+        target::fetch_checked(&self.label, name, dest_dir, |archive, sidecar| {
+            let copying = |file: String| {
+                move |e| self.failed(format!("copying {file} to {}", dest_dir.display()), e)
+            };
+            copy_synced(&self.dir.join(name.sidecar_name()), sidecar)
+                .map_err(copying(name.sidecar_name()))?;
+            copy_synced(&src, archive).map_err(copying(name.file_name()))
+        })
     }
 
     fn delete(&self, name: &ArtifactName) -> Result<(), TargetError> {

@@ -372,12 +372,14 @@ impl RsyncTarget {
         .map(|_| ())
     }
 
-    /// Copies `name` from the remote directory into `dest_dir`.
-    fn download(&self, name: &str, dest_dir: &Path) -> Result<(), TargetError> {
-        let mut dest = dest_dir.as_os_str().to_owned();
-        dest.push("/");
+    /// Copies `name` from the remote directory to the local file `dest`.
+    fn download(&self, name: &str, dest: &Path) -> Result<(), TargetError> {
         self.rsync(
-            &["--".into(), self.remote.spec(name).into(), dest],
+            &[
+                "--".into(),
+                self.remote.spec(name).into(),
+                dest.as_os_str().to_owned(),
+            ],
             &format!("downloading {name}"),
         )
         .map(|_| ())
@@ -439,9 +441,13 @@ impl Target for RsyncTarget {
                 name: name.file_name(),
             });
         }
-        self.download(&name.file_name(), dest_dir)?;
-        self.download(&name.sidecar_name(), dest_dir)?;
-        Ok(dest_dir.join(name.file_name()))
+        // Both to hidden names and checked before either is named: a
+        // dropped connection or a copy that rotted over there leaves
+        // nothing under a backup's name here.
+        mss_backup_core::target::fetch_checked(&self.name, name, dest_dir, |archive, sidecar| {
+            self.download(&name.sidecar_name(), sidecar)?;
+            self.download(&name.file_name(), archive)
+        })
     }
 
     fn delete(&self, name: &ArtifactName) -> Result<(), TargetError> {

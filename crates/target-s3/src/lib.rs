@@ -25,11 +25,10 @@ use std::time::Duration;
 
 use mss_backup_core::progress::{NoProgress, Progress};
 use mss_backup_core::setting::{Setting, Shown};
-use mss_backup_core::{Artifact, ArtifactName, Target, TargetError, durable, manifest};
+use mss_backup_core::{Artifact, ArtifactName, Target, TargetError, durable, target};
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{Buffer, ErrorKind, Operator};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::remote_error::{Place, describe};
 
@@ -688,81 +687,39 @@ impl S3Target {
         Ok(())
     }
 
-    async fn get_async(
+    /// Downloads the sidecar and then the archive to the hidden paths that
+    /// [`target::fetch_checked`] hands over; it checks and names them.
+    async fn fetch_async(
         &self,
         name: &ArtifactName,
         prefix: &str,
-        dest_dir: &Path,
-    ) -> Result<PathBuf, (String, Failure)> {
+        archive: &Path,
+        sidecar: &Path,
+    ) -> Result<(), (String, Failure)> {
         let file_name = name.file_name();
-        let key = format!("{prefix}{file_name}");
-        let sidecar_key = format!("{prefix}{}", name.sidecar_name());
         let downloading = format!("downloading {file_name}");
         let fail = |f: Failure| (downloading.clone(), f);
-
-        let sidecar = self
+        let sidecar_key = format!("{prefix}{}", name.sidecar_name());
+        let bytes = self
             .operator
             .read(&sidecar_key)
             .await
             .map_err(|e| fail(e.into()))?
             .to_vec();
-        let expected = std::str::from_utf8(&sidecar)
-            .ok()
-            .and_then(manifest::parse)
-            .and_then(|lines| lines.get(&file_name).cloned())
-            .ok_or_else(|| {
-                (
-                    file_name.clone(),
-                    Failure::Integrity(format!(
-                        "its sidecar {} is not a sha256sum line for it",
-                        name.sidecar_name()
-                    )),
-                )
-            })?;
-
-        let sidecar_partial = dest_dir.join(format!(".{}.partial", name.sidecar_name()));
-        let partial = dest_dir.join(format!(".{file_name}.partial"));
-        let dest = dest_dir.join(&file_name);
-        let result = async {
-            write_private(&sidecar_partial, &sidecar).map_err(fail)?;
-            let (hash, size) = self.download(&key, &partial).await.map_err(fail)?;
-            if hash != expected {
-                return Err((
-                    file_name.clone(),
-                    Failure::Integrity(format!(
-                        "its sidecar says sha256 {expected}, the {size} bytes downloaded have {hash}"
-                    )),
-                ));
-            }
-            // The archive first, then the sidecar that marks it complete.
-            fs::rename(&partial, &dest)
-                .map_err(local(format!("renaming {}", partial.display())))
-                .map_err(fail)?;
-            fs::rename(&sidecar_partial, dest_dir.join(name.sidecar_name()))
-                .map_err(local(format!("renaming {}", sidecar_partial.display())))
-                .map_err(fail)?;
-            durable::fsync_dir(dest_dir)
-                .map_err(local(format!("syncing {}", dest_dir.display())))
-                .map_err(fail)?;
-            Ok(dest.clone())
-        }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&partial);
-            let _ = fs::remove_file(&sidecar_partial);
-        }
-        result
+        write_private(sidecar, &bytes).map_err(fail)?;
+        self.download(&format!("{prefix}{file_name}"), archive)
+            .await
+            .map_err(fail)
     }
 
     /// Downloads `key` into the new file `partial` in ranged reads of
-    /// [`PART_SIZE`], fsynced; returns its sha256 and size.
-    async fn download(&self, key: &str, partial: &Path) -> Result<(String, u64), Failure> {
+    /// [`PART_SIZE`], fsynced.
+    async fn download(&self, key: &str, partial: &Path) -> Result<(), Failure> {
         let size = self.operator.stat(key).await?.content_length();
         let reader = self.operator.reader(key).await?;
         let _ = fs::remove_file(partial);
         let mut out = durable::create_new_private(partial)
             .map_err(local(format!("creating {}", partial.display())))?;
-        let mut hasher = Sha256::new();
         let mut offset = 0;
         while offset < size {
             let end = size.min(offset + PART_SIZE as u64);
@@ -773,15 +730,13 @@ impl S3Target {
                 )));
             }
             for chunk in buffer {
-                hasher.update(&chunk);
                 out.write_all(&chunk)
                     .map_err(local(format!("writing {}", partial.display())))?;
                 offset += chunk.len() as u64;
             }
         }
         out.sync_all()
-            .map_err(local(format!("syncing {}", partial.display())))?;
-        Ok((manifest::hex(&hasher.finalize()), size))
+            .map_err(local(format!("syncing {}", partial.display())))
     }
 }
 
@@ -847,19 +802,23 @@ impl Target for S3Target {
     }
 
     /// Downloads the sidecar and the archive into `dest_dir` through hidden
-    /// `.NAME.partial` files, checks the archive's sha256 against the
-    /// sidecar, then renames both into place (the sidecar last).
+    /// files, which [`target::fetch_checked`] checks against each other
+    /// before it names them (the sidecar first).
     fn get(&self, name: &ArtifactName, dest_dir: &Path) -> Result<PathBuf, TargetError> {
         let prefix = self.prefix()?;
-        self.runtime
-            .block_on(self.get_async(name, prefix, dest_dir))
-            .map_err(|(action, f)| match f {
-                Failure::Remote(e) if e.kind() == ErrorKind::NotFound => TargetError::NotFound {
-                    target: self.label.clone(),
-                    name: name.file_name(),
-                },
-                f => self.error(action, f),
-            })
+        target::fetch_checked(&self.label, name, dest_dir, |archive, sidecar| {
+            self.runtime
+                .block_on(self.fetch_async(name, prefix, archive, sidecar))
+                .map_err(|(action, f)| match f {
+                    Failure::Remote(e) if e.kind() == ErrorKind::NotFound => {
+                        TargetError::NotFound {
+                            target: self.label.clone(),
+                            name: name.file_name(),
+                        }
+                    }
+                    f => self.error(action, f),
+                })
+        })
     }
 
     /// Deletes the archive first. A backup half deleted is then a lone

@@ -269,6 +269,15 @@ impl UsbTarget {
         }
     }
 
+    fn check_file_limit(&self, mount: &Mount, artifact: &Artifact) -> Result<(), TargetError> {
+        check_fat_limit(mount, artifact.size).map_err(|reason| {
+            self.unavailable(format!(
+                "USB target {} {reason} (reformat the stick as exFAT or ext4)",
+                self.config.path.display()
+            ))
+        })
+    }
+
     /// The bytes `artifact` needs on the stick and the bytes free there.
     fn space_for(&self, artifact: &Artifact) -> Result<(u64, u64), TargetError> {
         let sidecar = fs::metadata(&artifact.sidecar)
@@ -290,12 +299,7 @@ impl UsbTarget {
 
     /// FAT's file limit and the free space, before a byte is written.
     fn check_room(&self, mount: &Mount, artifact: &Artifact) -> Result<(), TargetError> {
-        check_fat_limit(mount, artifact.size).map_err(|reason| {
-            self.unavailable(format!(
-                "USB target {} {reason} (reformat the stick as exFAT or ext4)",
-                self.config.path.display()
-            ))
-        })?;
+        self.check_file_limit(mount, artifact)?;
         let (needed, available) = self.space_for(artifact)?;
         if needed > available {
             return Err(self.unavailable(format!(
@@ -343,6 +347,11 @@ impl Target for UsbTarget {
         }
         self.check_room(&mount, artifact)?;
         self.dir.put(artifact)
+    }
+
+    fn check_fits(&self, artifact: &Artifact) -> Result<(), TargetError> {
+        let mount = self.check()?;
+        self.check_file_limit(&mount, artifact)
     }
 
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError> {
