@@ -9,6 +9,7 @@ mod backup;
 mod cli;
 mod encrypt;
 mod faults;
+mod interrupt;
 mod ops;
 mod restore;
 mod s3;
