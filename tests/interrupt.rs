@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use crate::faults::{
-    Tmpfs, assert_next_run_cleans_up, assert_nothing_lost, lock_database, wait_for_staging, wavs,
-    wrapped,
+    Tmpfs, assert_next_run_cleans_up, assert_nothing_lost, data_tree, lock_database,
+    wait_for_staging, wavs, wrapped,
 };
 use crate::support::*;
 
@@ -299,6 +299,83 @@ fn ctrl_c_during_a_copy_to_a_usb_stick_leaves_nothing_on_it() {
         "neither the partial nor the sidecar stays on the stick"
     );
     assert_eq!(contents(&env.archive_dir()), before);
+    assert_eq!(leftovers(&env), Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_while_a_restore_stages_removes_the_staging_copy_and_changes_nothing() {
+    let env = TestEnv::with_audio(4);
+    env.backup_ok();
+    fs::write(env.data_dir.join("Sounds/uploads/after.wav"), b"RIFF new").unwrap();
+    let live = data_tree(&env.data_dir);
+    let before = contents(&env.archive_dir());
+    let archive = canonical(&env.latest());
+
+    // SIGINT on the second read of the archive (the first took all of
+    // it): the staging dir exists, and is filled as the archive decodes.
+    let out = strace_signal(
+        &env,
+        "SIGINT",
+        "read",
+        &archive,
+        2,
+        &["restore", "all", "--yes", "--no-stop"],
+    );
+
+    assert_interrupted(
+        &env,
+        &out,
+        "SIGINT",
+        130,
+        "the restore was stopped before anything live was touched; its staging copy was removed, nothing was changed",
+    );
+    assert_eq!(leftovers(&env), Vec::<String>::new(), "staging dir removed");
+    assert_eq!(data_tree(&env.data_dir), live, "the live data is untouched");
+    assert_eq!(contents(&env.archive_dir()), before);
+}
+
+#[test]
+fn ctrl_c_during_a_restores_swap_waits_for_it_and_says_the_restore_is_complete() {
+    let env = TestEnv::with_audio(2);
+    env.backup_ok();
+    let backed_up = data_tree(&env.data_dir);
+    fs::write(env.data_dir.join("Sounds/uploads/after.wav"), b"RIFF new").unwrap();
+    let data_dir = canonical(&env.data_dir);
+
+    // SIGINT at the exchange of the staged tree with the live one: the
+    // swap's thread holds it back until the swap is over.
+    let out = strace_signal(
+        &env,
+        "SIGINT",
+        "renameat2",
+        &data_dir,
+        1,
+        &["restore", "all", "--yes", "--no-stop"],
+    );
+
+    assert_interrupted(
+        &env,
+        &out,
+        "SIGINT",
+        130,
+        "the swap was finished first, so the restore is complete",
+    );
+    assert!(stdout(&out).contains("Restored"), "{}", stdout(&out));
+    assert_eq!(
+        data_tree(&env.data_dir),
+        backed_up,
+        "the live data is the backup's, whole"
+    );
+    let parent = env.data_dir.parent().unwrap();
+    assert_eq!(
+        entries(parent)
+            .iter()
+            .filter(|n| n.starts_with("cloud-data.pre-restore-"))
+            .count(),
+        1,
+        "the data from before is in its safety net: {:?}",
+        entries(parent)
+    );
     assert_eq!(leftovers(&env), Vec::<String>::new());
 }
 
