@@ -38,6 +38,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             command: UsbCommand::Init { path, label },
         } => crate::offsite_cmd::usb_init(&path, &label),
         command => {
+            if matches!(
+                command,
+                Command::Backup { .. }
+                    | Command::Verify { .. }
+                    | Command::Restore { .. }
+                    | Command::Copy { .. }
+            ) {
+                crate::interrupted::install();
+            }
             let settings = load_settings(&cli.global)?;
             match command {
                 Command::Backup { json } => run_backup(&settings, json),
@@ -238,6 +247,23 @@ fn backup_with(
     );
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if let Some(signal) = crate::interrupted::received()
+        && report.status != Outcome::Success
+    {
+        // The status file and the monitor have the run as failed, with
+        // this line as its error; the terminal gets the line alone.
+        let outcome = report
+            .error
+            .as_deref()
+            .and_then(|e| e.strip_prefix(&signal.to_string()))
+            .map(|rest| rest.trim_start_matches([';', ':', ' ']))
+            .unwrap_or("see backup.log");
+        return Ok(crate::interrupted::report(
+            signal,
+            &plan.backup_dir,
+            outcome,
+        ));
     }
     if !crate::progress::quiet() || report.status != Outcome::Success {
         print_summary(plan, &report);
@@ -567,16 +593,30 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
                     );
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("Verify FAILED: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
+                Err(e) => match crate::interrupted::received() {
+                    Some(signal) => crate::interrupted::report(
+                        signal,
+                        &settings.backup_dir,
+                        "verify stopped before the end; the archive is untouched",
+                    ),
+                    None => {
+                        eprintln!("Verify FAILED: {e}");
+                        ExitCode::from(EXIT_FAILED)
+                    }
+                },
             });
         }
         let identities = crate::crypt::identities(settings, &path)?;
         match crate::crypt::open(settings, &path, &identities) {
             Ok(opened) => Some(opened),
             Err(e) => {
+                if let Some(signal) = crate::interrupted::received() {
+                    return Ok(crate::interrupted::report(
+                        signal,
+                        &settings.backup_dir,
+                        "verify stopped while decrypting; the decrypted copy was removed, the archive is untouched",
+                    ));
+                }
                 eprintln!("Verify FAILED: {e:#}");
                 return Ok(ExitCode::from(EXIT_FAILED));
             }
@@ -609,6 +649,20 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            if let Some(signal) = crate::interrupted::received() {
+                let decrypted = opened.is_some();
+                drop(opened);
+                drop(scratch);
+                return Ok(crate::interrupted::report(
+                    signal,
+                    &settings.backup_dir,
+                    if decrypted {
+                        "verify stopped before the end; the decrypted copy was removed, the archive is untouched"
+                    } else {
+                        "verify stopped before the end; the archive is untouched"
+                    },
+                ));
+            }
             eprintln!("Verify FAILED: {e}");
             Ok(ExitCode::from(EXIT_FAILED))
         }

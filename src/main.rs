@@ -2,7 +2,8 @@
 //! thin: it parses the command line, loads the configuration, chooses the
 //! targets, calls `mss-backup-core`, and prints. Exit codes: 0 ok,
 //! 1 backup/restore/verify failed, 75 another run holds the lock,
-//! 78 configuration error.
+//! 78 configuration error, 128 + the signal for a run a signal stopped
+//! (130 Ctrl-C, 143 `systemctl stop`).
 
 // First: its printing macros, which a closed pipe does not panic, are in
 // scope for every module after it.
@@ -14,6 +15,7 @@ mod commands;
 mod config;
 mod crypt;
 mod doctor;
+mod interrupted;
 mod logging;
 mod manual;
 mod monitor;
@@ -25,6 +27,7 @@ mod restore;
 mod schedule;
 mod targets;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -42,6 +45,12 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
+            // A step without its own words for an interruption failed
+            // because of it: the signal is the cause to report.
+            if let Some(signal) = interrupted::received() {
+                let _ = writeln!(std::io::stderr(), "mss-backup: {signal} ({err:#})");
+                return ExitCode::from(signal.exit_code());
+            }
             eprintln!("mss-backup: {err:#}");
             if err.downcast_ref::<config::ConfigError>().is_some() {
                 ExitCode::from(EXIT_CONFIG)

@@ -102,7 +102,9 @@ impl Target for WaitForNetwork {
             deadline.saturating_duration_since(clock).as_secs()
         );
         let mut last = first;
-        while Instant::now() < deadline {
+        // Ctrl-C or `systemctl stop` ends the wait at once: the run then
+        // reports the interruption (see mss_backup_core::interrupt).
+        while Instant::now() < deadline && mss_backup_core::interrupt::received().is_none() {
             std::thread::sleep(RETRY_EVERY.min(deadline.saturating_duration_since(Instant::now())));
             match self.inner.preflight() {
                 Err(e) if is_network_down(&e) => last = e,

@@ -75,6 +75,9 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
                 .and_then(|r| seal::seal(&artifact, &r, &archive_dir, seal::Durability::Transient));
             match sealed {
                 Ok(sealed) => Some(sealed),
+                Err(_) if was_interrupted() => {
+                    return Ok(interrupted(settings, &name));
+                }
                 Err(e) => {
                     tracing::error!(target = %name, "copy failed: encryption failed, so nothing was sent: {e}");
                     eprintln!("Copy FAILED: encryption failed, so nothing was sent: {e}");
@@ -112,12 +115,29 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
             );
             Ok(ExitCode::SUCCESS)
         }
+        Err(_) if was_interrupted() => Ok(interrupted(settings, &name)),
         Err(e) => {
             tracing::error!(target = %name, "copy failed: {e}");
             eprintln!("Copy FAILED: {e}");
             Ok(ExitCode::from(EXIT_FAILED))
         }
     }
+}
+
+fn was_interrupted() -> bool {
+    crate::interrupted::received().is_some()
+}
+
+/// Reports a copy a signal stopped: the target's own cleanup (hidden
+/// partial, aborted upload, rsync's temp file) has run.
+fn interrupted(settings: &Settings, target: &str) -> ExitCode {
+    crate::interrupted::stopped(
+        &settings.backup_dir,
+        &format!(
+            "the copy to {target} was stopped and its partial copy removed; the backups there are untouched"
+        ),
+    )
+    .unwrap_or(ExitCode::from(EXIT_FAILED))
 }
 
 /// The nightly run's steps for one target: returns how many backups the

@@ -21,6 +21,7 @@ use mss_backup_core::{ArtifactName, seal};
 use crate::cli::RestoreWhat;
 use crate::commands::{human_bytes, parse_duration, resolve_archive};
 use crate::config::{ConfigError, Settings};
+use crate::interrupted;
 use crate::{EXIT_FAILED, EXIT_LOCKED};
 
 /// Stops MSS before the swap (`MSS_BACKUP_STOP_CMD`).
@@ -239,6 +240,12 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
             Ok(path) => path,
             Err(e) if e.downcast_ref::<ConfigError>().is_some() => return Err(e),
             Err(e) => {
+                if let Some(code) = interrupted::stopped(
+                    &settings.backup_dir,
+                    "the download was stopped and its partial removed; nothing was changed",
+                ) {
+                    return Ok(code);
+                }
                 tracing::error!("restore failed: {e:#}");
                 eprintln!("Restore FAILED: {e:#}");
                 return Ok(ExitCode::from(EXIT_FAILED));
@@ -258,6 +265,12 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
             Ok(opened) => Some(opened),
             Err(e) if e.downcast_ref::<ConfigError>().is_some() => return Err(e),
             Err(e) => {
+                if let Some(code) = interrupted::stopped(
+                    &settings.backup_dir,
+                    "decryption was stopped and the decrypted copy removed; nothing was changed",
+                ) {
+                    return Ok(code);
+                }
                 tracing::error!("restore failed: {e:#}");
                 eprintln!("Restore FAILED: {e:#}");
                 return Ok(ExitCode::from(EXIT_FAILED));
@@ -277,6 +290,12 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         "restore started"
     );
     let failed = |message: String| {
+        if let Some(code) = interrupted::stopped(
+            &settings.backup_dir,
+            "the restore was stopped before anything live was touched; its staging copy was removed, nothing was changed",
+        ) {
+            return Ok(code);
+        }
         tracing::error!("restore failed: {message}");
         eprintln!("Restore FAILED: {message}");
         Ok(ExitCode::from(EXIT_FAILED))
@@ -310,7 +329,23 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         tracing::info!("restore dry run finished: nothing was changed");
         return Ok(ExitCode::SUCCESS);
     }
-    if !opts.yes && !confirm(opts.mode)? {
+    let confirmed = if opts.yes {
+        Ok(true)
+    } else {
+        confirm(opts.mode)
+    };
+    if interrupted::received().is_some() {
+        drop(staged);
+        drop(opened);
+        // The prompt's line is still open.
+        eprintln!();
+        return Ok(interrupted::stopped(
+            &settings.backup_dir,
+            "the restore was cancelled; its staging copy was removed, nothing was changed",
+        )
+        .unwrap_or(ExitCode::from(EXIT_FAILED)));
+    }
+    if !confirmed? {
         eprintln!("Restore cancelled; nothing was changed.");
         tracing::info!("restore cancelled at the prompt: nothing was changed");
         return Ok(ExitCode::from(EXIT_FAILED));
@@ -318,7 +353,25 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
 
     if !opts.no_stop {
         eprintln!("Stopping MSS: {}", service.stop);
-        if let Err(why) = run_hook("stop", &service.stop, &settings.project_dir) {
+        let stopped = run_hook("stop", &service.stop, &settings.project_dir);
+        if interrupted::received().is_some() {
+            // Put things back as they were: the old data never left, and
+            // MSS runs on it again.
+            drop(staged);
+            drop(opened);
+            eprintln!("Starting MSS again on the old data: {}", service.start);
+            let started = run_hook("start", &service.start, &settings.project_dir);
+            let outcome = match started {
+                Ok(()) => "the restore was stopped before the swap; its staging copy was removed, nothing was changed, and MSS was started again".to_string(),
+                Err(why) => format!(
+                    "the restore was stopped before the swap; its staging copy was removed, nothing was changed, but MSS did not start: `{}` {why}",
+                    service.start
+                ),
+            };
+            return Ok(interrupted::stopped(&settings.backup_dir, &outcome)
+                .unwrap_or(ExitCode::from(EXIT_FAILED)));
+        }
+        if let Err(why) = stopped {
             return failed(format!(
                 "the stop command `{}` {why}; nothing was changed (fix it, or stop MSS yourself and pass --no-stop)",
                 service.stop
@@ -342,6 +395,26 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         }
     };
     report_swap(&plan, &swapped);
+    // A signal during the swap waited for it: the restore is complete.
+    // MSS is started on it all the same (unless --no-stop), as the swap
+    // left it stopped; its health is not waited for.
+    if interrupted::received().is_some() {
+        let outcome = if opts.no_stop {
+            "the swap was finished first, so the restore is complete".to_string()
+        } else {
+            eprintln!("Starting MSS: {}", service.start);
+            match run_hook("start", &service.start, &settings.project_dir) {
+                Ok(()) => "the swap was finished first, so the restore is complete; MSS was started, its health was not checked".to_string(),
+                Err(why) => format!(
+                    "the swap was finished first, so the restore is complete; MSS did not start: `{}` {why}",
+                    service.start
+                ),
+            }
+        };
+        print_net_hint(&swapped);
+        return Ok(interrupted::stopped(&settings.backup_dir, &outcome)
+            .unwrap_or(ExitCode::from(EXIT_FAILED)));
+    }
 
     if opts.no_stop {
         println!("MSS was not stopped or started (--no-stop): start it when you are ready.");
@@ -351,6 +424,16 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
     }
     eprintln!("Starting MSS: {}", service.start);
     if let Err(why) = run_hook("start", &service.start, &settings.project_dir) {
+        if let Some(code) = interrupted::stopped(
+            &settings.backup_dir,
+            &format!(
+                "the restore is complete, but its start command was stopped: start MSS with `{}`",
+                service.start
+            ),
+        ) {
+            print_net_hint(&swapped);
+            return Ok(code);
+        }
         loud(
             &format!(
                 "MSS did not start: the start command `{}` {why}",
@@ -381,6 +464,13 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(last) => {
+            if let Some(code) = interrupted::stopped(
+                &settings.backup_dir,
+                "the restore is complete and MSS was started; its health check was stopped before MSS answered",
+            ) {
+                print_net_hint(&swapped);
+                return Ok(code);
+            }
             loud(
                 &format!(
                     "MSS did not pass its health check: {} did not answer 2xx within {} s (last: {last})",
@@ -479,6 +569,8 @@ fn confirm(mode: Mode) -> Result<bool> {
     );
     io::stderr().flush().ok();
     let mut answer = String::new();
+    // A blocking read would be restarted after Ctrl-C.
+    mss_backup_core::interrupt::wait_for_stdin().context("cannot read the answer")?;
     io::stdin()
         .lock()
         .read_line(&mut answer)
@@ -571,13 +663,19 @@ fn shell_quote(path: &Path) -> String {
 /// stderr and the log; `Err` says how it failed.
 fn run_hook(what: &str, command: &str, dir: &Path) -> Result<(), String> {
     tracing::info!(command, dir = %dir.display(), "restore: running the {what} command");
-    let output = Command::new("sh")
-        .arg("-c")
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
         .arg(command)
         .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not be run: {e}"))?;
+        .stdin(Stdio::null());
+    // A signal stops the command, unless one came already: then this is
+    // the command that puts MSS back, which must run to its end.
+    let output = if interrupted::received().is_some() {
+        sh.output()
+    } else {
+        mss_backup_core::interrupt::output(&mut sh)
+    }
+    .map_err(|e| format!("could not be run: {e}"))?;
     for stream in [&output.stdout, &output.stderr] {
         let text = String::from_utf8_lossy(stream);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -664,7 +762,7 @@ fn poll_health(url: &HealthUrl, timeout: Duration) -> Result<(u16, Duration), St
         };
         tracing::info!(url = %url.text, "health check: {last}");
         let left = timeout.saturating_sub(started.elapsed());
-        if left.is_zero() {
+        if left.is_zero() || interrupted::received().is_some() {
             return Err(last);
         }
         std::thread::sleep(left.min(Duration::from_secs(1)));

@@ -69,7 +69,7 @@ impl Rng {
 
 /// `wrapper... mss-backup ARGS` with the same cleared environment as
 /// `TestEnv::cmd`.
-fn wrapped(env: &TestEnv, wrapper: &[&str], args: &[&str]) -> Command {
+pub(crate) fn wrapped(env: &TestEnv, wrapper: &[&str], args: &[&str]) -> Command {
     let mut cmd = Command::new(wrapper[0]);
     cmd.args(&wrapper[1..])
         .arg(BIN)
@@ -174,7 +174,7 @@ fn holders(path: &Path) -> Vec<String> {
 /// backup's name is incomplete (each archive has its sidecar and matches
 /// it), `latest` resolves to a backup that passes `verify`, the lock is
 /// free.
-fn assert_nothing_lost(env: &TestEnv, what: &str) {
+pub(crate) fn assert_nothing_lost(env: &TestEnv, what: &str) {
     assert!(lock_is_free(env), "{what}: the lock is still held");
     let dir = env.archive_dir();
     for name in env.archives() {
@@ -200,7 +200,7 @@ fn assert_nothing_lost(env: &TestEnv, what: &str) {
 
 /// The next run succeeds and leaves a tidy archive dir: no hidden
 /// leftovers, no staging dir, archives and sidecars in pairs.
-fn assert_next_run_cleans_up(env: &TestEnv, what: &str) {
+pub(crate) fn assert_next_run_cleans_up(env: &TestEnv, what: &str) {
     let out = env.run(&[]);
     assert_eq!(
         out.status.code(),
@@ -231,12 +231,12 @@ fn assert_next_run_cleans_up(env: &TestEnv, what: &str) {
 }
 
 /// A tmpfs mounted for one test, unmounted on drop (also on panic).
-struct Tmpfs {
-    path: PathBuf,
+pub(crate) struct Tmpfs {
+    pub(crate) path: PathBuf,
 }
 
 impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Self {
+    pub(crate) fn mount(path: &Path, size: &str) -> Self {
         fs::create_dir_all(path).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
@@ -271,7 +271,7 @@ impl Drop for Tmpfs {
 /// started now lists `cloud-data/`, passes its free-space check, makes its
 /// staging dir and then waits for the database. A real way to reach the
 /// moment between listing and reading, with no hook in the code.
-fn lock_database(env: &TestEnv) -> rusqlite::Connection {
+pub(crate) fn lock_database(env: &TestEnv) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(env.db_path()).unwrap();
     conn.execute_batch(
         "PRAGMA journal_mode=DELETE; BEGIN EXCLUSIVE; INSERT INTO trackpacks(name) VALUES ('held');",
@@ -282,7 +282,7 @@ fn lock_database(env: &TestEnv) -> rusqlite::Connection {
 
 /// Waits until the backup `pid` made its staging dir (it then waits for
 /// the locked database).
-fn wait_for_staging(env: &TestEnv, child: &mut std::process::Child) {
+pub(crate) fn wait_for_staging(env: &TestEnv, child: &mut std::process::Child) {
     let staging = env.backup_dir.join(format!(".staging-{}", child.id()));
     let started = Instant::now();
     while !staging.is_dir() {
@@ -297,7 +297,7 @@ fn wait_for_staging(env: &TestEnv, child: &mut std::process::Child) {
     }
 }
 
-fn wavs(env: &TestEnv) -> Vec<PathBuf> {
+pub(crate) fn wavs(env: &TestEnv) -> Vec<PathBuf> {
     let dir = env.data_dir.join("Sounds/uploads");
     let mut wavs: Vec<PathBuf> = entries(&dir)
         .into_iter()
@@ -576,7 +576,7 @@ fn kill_9_during_an_upload_to_a_usb_stick_leaves_nothing_under_a_backup_name() {
 /// A tree as far as a restore must keep it (the database aside: its bytes
 /// differ between a live file and a snapshot, its rows do not). Safety
 /// nets are left out: they are where the old data goes.
-fn data_tree(dir: &Path) -> BTreeMap<String, String> {
+pub(crate) fn data_tree(dir: &Path) -> BTreeMap<String, String> {
     fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
         for name in entries(dir) {
             let rel = format!("{prefix}{name}");

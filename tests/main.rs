@@ -10,6 +10,7 @@ mod cli;
 mod encrypt;
 mod faults;
 mod integrity;
+mod interrupt;
 mod mistakes;
 mod network;
 mod operator;

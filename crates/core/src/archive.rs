@@ -511,6 +511,8 @@ impl Read for ExactReader {
         if want == 0 {
             return Ok(0);
         }
+        // Not kept as the file's failure: an interruption is nobody's fault.
+        crate::interrupt::check()?;
         let n = if self.short {
             0
         } else {

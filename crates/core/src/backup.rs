@@ -147,6 +147,10 @@ pub enum BackupError {
         "the archive {path} does not read back as written: {detail} (check the disk; the partial was removed)"
     )]
     ReadBack { path: PathBuf, detail: String },
+    /// A stop signal came (see [`crate::interrupt`]); what the run was
+    /// making has been removed.
+    #[error("{0}; the partial backup was removed, previous backups untouched")]
+    Interrupted(crate::interrupt::Interrupted),
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -279,6 +283,12 @@ pub fn run_with(
             }
         }
         Err(e) => {
+            // Whatever step noticed the signal failed with its own words;
+            // the cause is the signal, and its cleanup has run.
+            let e = match crate::interrupt::received() {
+                Some(signal) => BackupError::Interrupted(signal),
+                None => e,
+            };
             tracing::error!("backup failed: {e}");
             report.error = Some(e.to_string());
         }
@@ -409,9 +419,22 @@ fn deliver(
     report: &mut RunStatus,
     progress: &dyn Progress,
 ) {
+    // The backup is made and named: `latest` and local retention follow
+    // it even after a signal (a few renames and deletes), so the archive
+    // dir stays as consistent as after any run.
     let local_ok = put_and_prune(local, plan.retention, artifact, report, true, progress);
     let mut all_ok = local_ok;
     for dest in offsite {
+        if let Some(signal) = crate::interrupt::received() {
+            report.targets.push(TargetStatus {
+                name: dest.target.name().to_string(),
+                status: Outcome::Failure,
+                detail: format!("not copied: {signal}"),
+                duration_seconds: 0.0,
+            });
+            all_ok = false;
+            continue;
+        }
         let ok = match offsite_copy {
             Ok(copy) => put_and_prune(
                 dest.target.as_ref(),
@@ -435,6 +458,11 @@ fn deliver(
     }
     if all_ok {
         report.status = Outcome::Success;
+    } else if let Some(signal) = crate::interrupt::received() {
+        report.error = Some(format!(
+            "{signal}: the backup {} was made, but not copied to every target; partial copies were removed",
+            artifact.name
+        ));
     } else if report.error.is_none() {
         let failed: Vec<&str> = report
             .targets
@@ -506,8 +534,12 @@ fn put_and_prune(
             (Outcome::Success, detail, true)
         }
         Err(e) => {
-            tracing::error!(target = target.name(), "{e}");
-            (Outcome::Failure, e.to_string(), false)
+            let detail = match crate::interrupt::received() {
+                Some(signal) => format!("{signal}; the partial copy was removed"),
+                None => e.to_string(),
+            };
+            tracing::error!(target = target.name(), "{detail}");
+            (Outcome::Failure, detail, false)
         }
     };
     report.targets.push(TargetStatus {
@@ -807,6 +839,12 @@ fn write_archive(
             seal::discard(sealed);
         }
     };
+    // A signal that came during the read-back stops the run here, before
+    // the archive gets a name.
+    let written = written.and_then(|written| match crate::interrupt::received() {
+        Some(signal) => Err(BackupError::Interrupted(signal)),
+        None => Ok(written),
+    });
     let written = match written {
         Ok(written) => written,
         Err(e) => {
@@ -824,6 +862,9 @@ fn write_archive(
     // would ever list, keep or delete.
     let sidecar = archive_dir.join(name.sidecar_name());
     let line = manifest::sha256sum_line(&written.sha256, &name.file_name());
+    // A second signal waits for the sidecar and the rename: it would
+    // otherwise leave a lone sidecar for the next run to remove.
+    let critical = crate::interrupt::Critical::enter();
     let published = durable::write_atomic(&sidecar, line.as_bytes())
         .map_err(|e| {
             if durable::is_disk_full(&e) {
@@ -841,6 +882,7 @@ fn write_archive(
         discard_sealed(&sealed);
         return Err(e);
     }
+    drop(critical);
     if let Err(e) = durable::fsync_dir(archive_dir) {
         discard_sealed(&sealed);
         return Err(io_err("cannot sync", archive_dir)(e));

@@ -80,6 +80,9 @@ impl GzReader {
 impl Read for GzReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.current.len() {
+            // Once per member: the file may be read to its end already,
+            // while extraction or checking goes on here.
+            crate::interrupt::check()?;
             let next = match self.members.recv() {
                 Ok(member) => member?,
                 // The worker is done (or failed: `finish` reports why).
@@ -124,6 +127,7 @@ pub fn crc_file(mut file: &File, mut read: impl FnMut()) -> io::Result<(u32, u64
         crc.update(&buf[..n]);
         size += n as u64;
         read();
+        crate::interrupt::check()?;
     }
     Ok((crc.finalize(), size))
 }
@@ -264,6 +268,7 @@ impl Input {
         self.buf.drain(..self.start);
         self.start = 0;
         while !self.eof && self.buf.len() < window {
+            crate::interrupt::check()?;
             let old = self.buf.len();
             self.buf.resize(window.max(old + (1 << 20)), 0);
             let n = match file.read(&mut self.buf[old..]) {

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod durable;
 pub mod gz;
 pub mod inflate;
+pub mod interrupt;
 pub mod inventory;
 mod isal;
 pub mod lock;

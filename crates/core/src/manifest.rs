@@ -182,7 +182,9 @@ impl<R: Read> Read for HashingReader<R> {
 pub fn sha256_of(reader: impl Read) -> io::Result<(String, u64)> {
     let mut hashing = HashingReader::new(reader);
     let mut buf = vec![0; 1 << 20];
-    while hashing.read(&mut buf)? != 0 {}
+    while hashing.read(&mut buf)? != 0 {
+        crate::interrupt::check()?;
+    }
     Ok(hashing.finish())
 }
 

@@ -1136,8 +1136,13 @@ fn net_paths(mode: Mode, data_dir: &Path, stamp: &str) -> Vec<(PathBuf, PathBuf)
 /// Moves what `staged` replaces aside as the safety net and renames the
 /// staged data into place. If any step fails, the moves made so far are
 /// undone and the error says whether that worked. SIGINT, SIGTERM and
-/// SIGHUP wait until the swap is over.
+/// SIGHUP wait until the swap is over: blocked on this thread, and only
+/// recorded by the handler of [`crate::interrupt`] (if installed) on any
+/// other, a second one included; the caller sees them after.
 pub fn swap(mut staged: Staged, now: NaiveDateTime) -> Result<Swapped, SwapError> {
+    // Dropped in reverse: signals are unblocked while the section is still
+    // open, so one that waited is recorded, never acted on mid-swap.
+    let _critical = crate::interrupt::Critical::enter();
     let _signals = SignalGuard::block();
     let Some(root) = staged.staging.clone() else {
         return Err(SwapError::RolledBack {

@@ -463,6 +463,7 @@ fn copy_large(input: &mut impl Read, output: &mut impl Write) -> Result<u64, Cop
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
+        crate::interrupt::check().map_err(Copy::Read)?;
         let n = match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

@@ -40,6 +40,9 @@ pub enum SnapshotError {
     },
     #[error("database copy of {path} failed integrity_check: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    /// A stop signal came while the database was busy.
+    #[error("{0}")]
+    Interrupted(crate::interrupt::Interrupted),
 }
 
 /// Copies the live database at `live` into a new file `dest` and checks the
@@ -87,6 +90,9 @@ pub fn snapshot(
                 },
                 _,
             )) => {
+                if let Some(signal) = crate::interrupt::received() {
+                    return Err(SnapshotError::Interrupted(signal));
+                }
                 if started.elapsed() >= busy_timeout {
                     return Err(SnapshotError::Busy {
                         path: live.to_path_buf(),

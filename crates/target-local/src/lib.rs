@@ -135,9 +135,9 @@ fn drop_cached_pages(file: &File) {
 
 fn copy_synced(src: &Path, partial: &Path) -> io::Result<()> {
     let _ = fs::remove_file(partial);
-    let mut input = File::open(src)?;
+    let input = File::open(src)?;
     let mut output = durable::create_new_private(partial)?;
-    io::copy(&mut input, &mut output)?;
+    mss_backup_core::interrupt::copy_file(&input, &mut output)?;
     output.sync_all()
 }
 

@@ -19,7 +19,7 @@ mod shell;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use mss_backup_core::setting::{Setting, Shown};
 use mss_backup_core::{Artifact, ArtifactName, Target, TargetError};
@@ -254,15 +254,12 @@ impl RsyncTarget {
     }
 
     /// Runs `command`, capturing its output, in the C locale so that the
-    /// messages we recognise are in English.
+    /// messages we recognise are in English. A stop signal stops it (rsync
+    /// then drops its temp file on the other side).
     fn output(&self, mut command: Command, action: &str) -> Result<Output, TargetError> {
         let program = command.get_program().to_string_lossy().into_owned();
-        command
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command.output().map_err(|e| {
+        command.env("LC_ALL", "C");
+        mss_backup_core::interrupt::output(&mut command).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 self.unavailable(format!(
                     "{program} is not installed on this machine or not in PATH"

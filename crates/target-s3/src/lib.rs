@@ -722,6 +722,8 @@ impl S3Target {
             .map_err(local(format!("creating {}", partial.display())))?;
         let mut offset = 0;
         while offset < size {
+            mss_backup_core::interrupt::check()
+                .map_err(local(format!("writing {}", partial.display())))?;
             let end = size.min(offset + PART_SIZE as u64);
             let buffer = reader.read(offset..end).await?;
             if buffer.is_empty() {
@@ -742,6 +744,8 @@ impl S3Target {
 
 /// Reads up to [`PART_SIZE`] bytes (less only at the end of the file).
 fn read_part(input: &mut File) -> io::Result<Vec<u8>> {
+    // A stop signal ends the upload here, which then aborts it.
+    mss_backup_core::interrupt::check()?;
     let mut part = Vec::with_capacity(PART_SIZE);
     input.take(PART_SIZE as u64).read_to_end(&mut part)?;
     Ok(part)
