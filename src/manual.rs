@@ -235,6 +235,9 @@ Another mss\-backup run holds the lock; nothing was touched.
 .TP
 \fB78\fR
 Configuration error; nothing was written.
+.TP
+\fB130\fR, \fB143\fR
+Stopped by SIGINT (Ctrl\-C) or SIGTERM (\fBsystemctl stop\fR): partial files were removed, earlier backups are untouched.
 "#;
 
 const FILES: &str = r#".SH FILES
