@@ -85,7 +85,17 @@ pub fn run(global: &Global) -> ExitCode {
     check_config_file(&mut report, &settings);
     let data_bytes = check_data(&mut report, &settings);
     check_database(&mut report, &settings);
-    check_backup_dir(&mut report, &settings, data_bytes);
+    // A backup with encryption writes an encrypted copy beside the archive
+    // when there is an offsite target or the local copies are encrypted:
+    // the same rule the backup's own free-space check follows.
+    let sealed = match (&plan, &targets) {
+        (Ok(plan), Ok(targets)) => plan
+            .encryption
+            .as_ref()
+            .is_some_and(|e| e.local || !targets.is_empty()),
+        _ => false,
+    };
+    check_backup_dir(&mut report, &settings, data_bytes, sealed);
     check_lock(&mut report, &settings.backup_dir);
     if let Ok(targets) = &targets {
         for dest in targets {
@@ -298,8 +308,13 @@ fn check_database(report: &mut Report, settings: &Settings) {
 }
 
 /// Ours, and room for one more backup, by the same estimate a backup uses
-/// (the data uncompressed: an upper bound).
-fn check_backup_dir(report: &mut Report, settings: &Settings, data_bytes: Option<u64>) {
+/// (the data uncompressed: an upper bound; twice with an encrypted copy).
+fn check_backup_dir(
+    report: &mut Report,
+    settings: &Settings,
+    data_bytes: Option<u64>,
+    sealed: bool,
+) {
     if let Err(e) = crate::commands::check_backup_dir_owner(settings) {
         report.line(Mark::Fail, "backup dir", e.to_string());
         return;
@@ -325,7 +340,7 @@ fn check_backup_dir(report: &mut Report, settings: &Settings, data_bytes: Option
         .map(|size| format!("; the last archive was {}", human_bytes(size)))
         .unwrap_or_default();
     let needed = match (data_bytes, last) {
-        (Some(data), _) => data + (1 << 20),
+        (Some(data), _) => backup::space_needed(data, sealed),
         (None, Some(last)) => last,
         (None, None) => {
             report.line(

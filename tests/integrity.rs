@@ -423,6 +423,15 @@ fn the_free_space_check_counts_the_encrypted_copy() {
     env.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
     env.set("MSS_BACKUP_ENCRYPT_LOCAL", "true");
 
+    // doctor makes the same estimate, before anything is tried.
+    let doctor = stdout(&env.run(&["doctor"]));
+    assert!(
+        doctor
+            .lines()
+            .any(|l| l.starts_with("✗ free space") && l.contains("Not enough free space")),
+        "{doctor}"
+    );
+
     let out = env.expect(&[], 1);
     assert!(
         stderr(&out).contains(&format!(
@@ -441,6 +450,11 @@ fn the_free_space_check_counts_the_encrypted_copy() {
 
     env.unset("MSS_BACKUP_ENCRYPT_LOCAL");
     env.unset("MSS_BACKUP_ENCRYPT_RECIPIENTS");
+    let doctor = stdout(&env.run(&["doctor"]));
+    assert!(
+        doctor.lines().any(|l| l.starts_with("✓ free space")),
+        "{doctor}"
+    );
     env.backup_ok();
     env.expect(&["verify"], 0);
 }
