@@ -103,7 +103,7 @@ pub enum Command {
     },
     /// Copy an existing backup to an offsite target now, then apply that target's retention.
     Copy {
-        /// The target, as configured: usb (MSS_BACKUP_USB_PATH) or rsync (MSS_BACKUP_RSYNC_DEST).
+        /// The target, as configured: usb (MSS_BACKUP_USB_PATH), rsync (MSS_BACKUP_RSYNC_DEST) or s3 (MSS_BACKUP_S3_BUCKET).
         target: CopyTarget,
         /// Archive path or name in the archive dir (default: latest).
         archive: Option<String>,
@@ -164,6 +164,8 @@ pub enum CopyTarget {
     Usb,
     /// The rsync-over-SSH destination MSS_BACKUP_RSYNC_DEST.
     Rsync,
+    /// The S3 bucket MSS_BACKUP_S3_BUCKET, under its prefix.
+    S3,
 }
 
 #[derive(Debug, Subcommand)]

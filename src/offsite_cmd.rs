@@ -1,9 +1,10 @@
-//! The on-demand side of the offsite targets: `mss-backup copy usb|rsync
-//! [ARCHIVE]` puts an existing backup on a target (the stick that was not
+//! The on-demand side of the offsite targets: `mss-backup copy
+//! usb|rsync|s3 [ARCHIVE]` puts an existing backup on a target (the stick that was not
 //! plugged in last night, a NAS that was down), and `mss-backup usb init
 //! PATH LABEL` labels a stick so that only it is ever filled or pruned.
-//! A copy goes through the same steps as a nightly run (preflight, put,
-//! list, retention) under the same lock, so the two never race on a target.
+//! A copy goes through the nightly run's own delivery (core's
+//! `deliver_to`: preflight, room on a full stick, put, retention) under the
+//! same lock, so the two never race on a target nor drift apart.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mss_backup_core::backup::{self, Destination};
-use mss_backup_core::progress::Phase;
-use mss_backup_core::{Artifact, ArtifactName, TargetError, durable, retention, seal, verify};
+use mss_backup_core::{Artifact, ArtifactName, TargetError, durable, seal, verify};
 use mss_backup_target_usb::{Labelled, MARKER_FILE, UsbError};
 
 use crate::cli::CopyTarget;
@@ -25,6 +25,7 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
     let enabled = match which {
         CopyTarget::Usb => targets::usb(settings)?,
         CopyTarget::Rsync => targets::rsync(settings)?,
+        CopyTarget::S3 => targets::s3(settings)?,
     };
     let Some(enabled) = enabled else {
         let fix = match which {
@@ -33,6 +34,9 @@ pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Re
             }
             CopyTarget::Rsync => {
                 "MSS_BACKUP_RSYNC_DEST is not set (set it to [user@]host:/path, like backup@nas:/srv/mss)"
+            }
+            CopyTarget::S3 => {
+                "MSS_BACKUP_S3_BUCKET is not set (set it to the bucket that holds the backups)"
             }
         };
         return Err(ConfigError(fix.to_string()).into());
@@ -140,22 +144,14 @@ fn interrupted(settings: &Settings, target: &str) -> ExitCode {
     .unwrap_or(ExitCode::from(EXIT_FAILED))
 }
 
-/// The nightly run's steps for one target: returns how many backups the
-/// target keeps and which were deleted.
+/// The nightly run's delivery (core's `deliver_to`: preflight, room on a
+/// full stick, put, retention) with what the shrink guard holds back
+/// according to the last run's status.
 fn put_and_prune(
     dest: &Destination,
     artifact: &Artifact,
     backup_dir: &Path,
 ) -> Result<(usize, Vec<ArtifactName>), TargetError> {
-    let target = dest.target.as_ref();
-    target.preflight()?;
-    let progress = crate::progress::for_stderr();
-    progress.start(Phase::Upload(target.name()), artifact.size);
-    let put = target.put_with_progress(artifact, progress.as_ref());
-    progress.finish();
-    put?;
-    let names = target.list()?;
-    // Backups the shrink guard holds back stay here too (see `backup`).
     let held: Vec<ArtifactName> = mss_backup_core::status::read(backup_dir)
         .ok()
         .flatten()
@@ -164,11 +160,15 @@ fn put_and_prune(
         .iter()
         .filter_map(|h| ArtifactName::parse(&h.archive))
         .collect();
-    let doomed = retention::to_delete_holding(&names, dest.retention, Some(&artifact.name), &held);
-    for name in &doomed {
-        target.delete(name)?;
-    }
-    Ok((names.len() - doomed.len(), doomed))
+    let progress = crate::progress::for_stderr();
+    let done = backup::deliver_to(
+        dest.target.as_ref(),
+        dest.retention,
+        artifact,
+        &held,
+        Some(progress.as_ref()),
+    )?;
+    Ok((done.kept.len(), done.deleted))
 }
 
 /// A backup already on disk, with its sidecar's checksum: the latest, a

@@ -1018,3 +1018,47 @@ fn s3_restore_from_the_bucket_after_the_local_archive_is_lost() {
         "nothing was touched"
     );
 }
+
+/// `copy s3` sends an existing local backup through the same delivery as
+/// the nightly run (it used to be "invalid value": copy knew USB and rsync
+/// only).
+#[test]
+fn copy_s3_sends_an_existing_backup() {
+    let rgw = rgw();
+    let prefix = unique_prefix("copy");
+    let mut env = s3_env(&rgw, &prefix);
+    let s3_vars: Vec<(String, String)> = env
+        .vars
+        .iter()
+        .filter(|(k, _)| k.starts_with("MSS_BACKUP_S3_"))
+        .cloned()
+        .collect();
+    for (key, _) in &s3_vars {
+        env.unset(key);
+    }
+    env.backup_ok();
+    assert!(
+        rgw.keys(&prefix).is_empty(),
+        "the backup itself stayed local"
+    );
+    let (name, sha, size) = newest_local(&env);
+
+    for (key, value) in &s3_vars {
+        env.set(key, value);
+    }
+    let out = env.expect(&["copy", "s3"], 0);
+    assert!(
+        stdout(&out).contains(&format!("Copied {name} to s3://{}/{prefix}", rgw.bucket)),
+        "{}",
+        stdout(&out)
+    );
+    let archive_key = format!("{prefix}{name}");
+    assert_eq!(
+        rgw.keys(&prefix),
+        vec![archive_key.clone(), format!("{archive_key}.sha256")]
+    );
+    assert_eq!(rgw.header(&archive_key, "content-length"), size.to_string());
+    assert_eq!(rgw.header(&archive_key, "x-amz-meta-sha256"), sha);
+    let listed = stdout(&env.expect(&["list", "--target", "s3"], 0));
+    assert!(listed.contains(&name), "{listed}");
+}

@@ -352,6 +352,48 @@ fn a_full_stick_makes_room_by_retention_and_only_when_that_is_enough() {
     );
 }
 
+/// `copy usb` delivers as the nightly run does: on a stick that holds two
+/// backups but not three, with the stick's retention at 2, the oldest goes
+/// first to make room and the copy lands (it used to fail for lack of
+/// space: copy had its own delivery without the room-making step).
+#[test]
+fn copy_to_a_full_stick_makes_room_as_the_nightly_run_does() {
+    let mut env = TestEnv::new();
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        env.backup_ok();
+    }
+    let local = env.archives();
+    let size = fs::metadata(env.archive_dir().join(&local[2]))
+        .unwrap()
+        .len();
+    let stick = Stick::tmpfs(&format!(
+        "{}k",
+        (2 * size + (1 << 20) + size / 2) / 1024 + 64
+    ));
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.set("MSS_BACKUP_USB_RETENTION", "2");
+    for name in &local[..2] {
+        env.expect(&["copy", "usb", name], 0);
+    }
+    let out = env.expect(&["copy", "usb"], 0);
+    assert!(
+        stdout(&out).contains(&format!("deleted by retention ({})", local[0])),
+        "{}",
+        stdout(&out)
+    );
+    let on_stick: Vec<String> = entries(&stick.backups())
+        .into_iter()
+        .filter(|n| n.ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(on_stick, local[1..].to_vec(), "the oldest made room");
+    let newest = stick.backups().join(&local[2]);
+    assert_eq!(
+        fs::read(&newest).unwrap(),
+        fs::read(env.archive_dir().join(&local[2])).unwrap()
+    );
+}
+
 /// What restore relies on from any target holding exactly the backup
 /// `names[0]`: it is listed, `get` brings a byte-identical copy with its
 /// sidecar, an unknown name is `NotFound`, and `delete` empties the list.

@@ -493,31 +493,13 @@ fn put_and_prune(
         .iter()
         .filter_map(|h| ArtifactName::parse(&h.archive))
         .collect();
-    let outcome = (|| {
-        target.preflight()?;
-        let mut deleted = make_room(target, policy, artifact, &held)?;
-        if is_local {
-            // The archive is already in place: nothing to show.
-            target.put(artifact)?;
-        } else {
-            progress.start(Phase::Upload(target.name()), artifact.size);
-            let put = target.put_with_progress(artifact, progress);
-            progress.finish();
-            put?;
-        }
-        let names = target.list()?;
-        let doomed = retention::to_delete_holding(&names, policy, Some(&artifact.name), &held);
-        for name in &doomed {
-            target.delete(name)?;
-            deleted.push(name.file_name());
-        }
-        let kept = names
-            .iter()
-            .filter(|n| !doomed.contains(n))
-            .map(ArtifactName::file_name)
-            .collect::<Vec<_>>();
-        Ok::<_, crate::target::TargetError>((kept, deleted))
-    })();
+    let progress = (!is_local).then_some(progress);
+    let outcome = deliver_to(target, policy, artifact, &held, progress).map(|done| {
+        let names = |list: Vec<ArtifactName>| -> Vec<String> {
+            list.iter().map(ArtifactName::file_name).collect()
+        };
+        (names(done.kept), names(done.deleted))
+    });
     let (status, detail, ok) = match outcome {
         Ok((mut kept, deleted)) => {
             kept.sort_unstable_by(|a, b| b.cmp(a));
@@ -551,6 +533,51 @@ fn put_and_prune(
     ok
 }
 
+/// What one delivery left on its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The complete backups the target keeps, the new one among them.
+    pub kept: Vec<ArtifactName>,
+    /// The backups retention deleted there (to make room first, or after).
+    pub deleted: Vec<ArtifactName>,
+}
+
+/// Puts `artifact` on `target` and applies that target's retention: the
+/// one delivery path, for the nightly run and for `mss-backup copy` alike
+/// (they had drifted: copy could not make room on a full stick). Preflight
+/// (mounted? reachable?), make room where the target can tell its free
+/// space, put (with `progress` where there is something to show), list,
+/// then delete what `policy` lets go, never the new backup nor one the
+/// shrink guard `held`. The caller checks the archive against its sidecar
+/// and seals it first where that applies.
+pub fn deliver_to(
+    target: &dyn Target,
+    policy: RetentionPolicy,
+    artifact: &Artifact,
+    held: &[ArtifactName],
+    progress: Option<&dyn Progress>,
+) -> Result<Delivered, crate::target::TargetError> {
+    target.preflight()?;
+    let mut deleted = make_room(target, policy, artifact, held)?;
+    match progress {
+        Some(progress) => {
+            progress.start(Phase::Upload(target.name()), artifact.size);
+            let put = target.put_with_progress(artifact, progress);
+            progress.finish();
+            put?;
+        }
+        None => target.put(artifact)?,
+    }
+    let names = target.list()?;
+    let doomed = retention::to_delete_holding(&names, policy, Some(&artifact.name), held);
+    for name in &doomed {
+        target.delete(name)?;
+        deleted.push(name.clone());
+    }
+    let kept = names.into_iter().filter(|n| !doomed.contains(n)).collect();
+    Ok(Delivered { kept, deleted })
+}
+
 /// An encrypted copy made beside the archive, if one was asked for.
 type Sealed = Option<Result<Artifact, seal::SealError>>;
 
@@ -564,7 +591,7 @@ fn make_room(
     policy: RetentionPolicy,
     artifact: &Artifact,
     held: &[ArtifactName],
-) -> Result<Vec<String>, crate::target::TargetError> {
+) -> Result<Vec<ArtifactName>, crate::target::TargetError> {
     let Some(short) = target.shortfall(artifact).filter(|&short| short > 0) else {
         return Ok(Vec::new());
     };
@@ -582,7 +609,7 @@ fn make_room(
     for name in &doomed {
         target.delete(name)?;
         tracing::info!(target = target.name(), backup = %name, "deleted by retention before the copy, to make room for it");
-        deleted.push(name.file_name());
+        deleted.push(name.clone());
     }
     Ok(deleted)
 }
