@@ -56,9 +56,9 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Where to list: the archive dir, or a configured offsite target.
-        #[arg(long, value_name = "TARGET", default_value = "local")]
-        target: ListTarget,
+        /// Where to list: the archive dir (local), or a configured offsite target (usb, rsync, s3).
+        #[arg(long, value_name = "TARGET", default_value = "local", value_parser = list_target())]
+        target: String,
     },
     /// Show the last run from last_backup.json; exit 1 if it failed or is too old.
     Status {
@@ -104,7 +104,8 @@ pub enum Command {
     /// Copy an existing backup to an offsite target now, then apply that target's retention.
     Copy {
         /// The target, as configured: usb (MSS_BACKUP_USB_PATH), rsync (MSS_BACKUP_RSYNC_DEST) or s3 (MSS_BACKUP_S3_BUCKET).
-        target: CopyTarget,
+        #[arg(value_parser = copy_target())]
+        target: String,
         /// Archive path or name in the archive dir (default: latest).
         archive: Option<String>,
     },
@@ -144,28 +145,17 @@ pub enum Command {
     },
 }
 
-/// Where `list` looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ListTarget {
-    /// The archive dir (MSS_BACKUP_DIR/archive).
-    Local,
-    /// The USB stick at MSS_BACKUP_USB_PATH.
-    Usb,
-    /// The rsync-over-SSH destination MSS_BACKUP_RSYNC_DEST.
-    Rsync,
-    /// The S3 bucket MSS_BACKUP_S3_BUCKET, under its prefix.
-    S3,
+/// `local` or a kind of offsite target, for `list --target`.
+fn list_target() -> clap::builder::PossibleValuesParser {
+    std::iter::once("local")
+        .chain(crate::targets::kind_names())
+        .collect::<Vec<_>>()
+        .into()
 }
 
-/// An offsite target `copy` can write to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CopyTarget {
-    /// The USB stick at MSS_BACKUP_USB_PATH.
-    Usb,
-    /// The rsync-over-SSH destination MSS_BACKUP_RSYNC_DEST.
-    Rsync,
-    /// The S3 bucket MSS_BACKUP_S3_BUCKET, under its prefix.
-    S3,
+/// A kind of offsite target, for `copy`.
+fn copy_target() -> clap::builder::PossibleValuesParser {
+    crate::targets::kind_names().collect::<Vec<_>>().into()
 }
 
 #[derive(Debug, Subcommand)]

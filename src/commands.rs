@@ -16,7 +16,7 @@ use mss_backup_core::status::{self, Outcome, RunStatus};
 use mss_backup_core::{RetentionPolicy, Target, verify};
 use mss_backup_target_local::{DirTarget, local};
 
-use crate::cli::{Cli, Command, ConfigCommand, Global, ListTarget, ScheduleCommand, UsbCommand};
+use crate::cli::{Cli, Command, ConfigCommand, Global, ScheduleCommand, UsbCommand};
 use crate::config::{self, ConfigError, Overrides, Settings};
 use crate::monitor::Monitor;
 use crate::{EXIT_FAILED, EXIT_LOCKED};
@@ -50,7 +50,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let settings = load_settings(&cli.global)?;
             match command {
                 Command::Backup { json } => run_backup(&settings, json),
-                Command::List { json, target } => list_on(&settings, target, json),
+                Command::List { json, target } => list_on(&settings, &target, json),
                 Command::Status { json, max_age } => {
                     show_status(&settings, json, max_age.as_deref())
                 }
@@ -84,7 +84,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Keygen { path } => crate::crypt::keygen(&settings, path.as_deref()),
                 Command::Schedule { command } => schedule(&settings, command),
                 Command::Copy { target, archive } => {
-                    crate::offsite_cmd::copy(&settings, target, archive.as_deref())
+                    crate::offsite_cmd::copy(&settings, &target, archive.as_deref())
                 }
                 Command::Demo { .. }
                 | Command::SampleData { .. }
@@ -391,25 +391,11 @@ fn list(settings: &Settings, json: bool) -> Result<ExitCode> {
 /// `list [--target local|usb|rsync|s3]`. An offsite target's complete
 /// backups are listed newest first by their names alone (what every target
 /// can tell).
-fn list_on(settings: &Settings, which: ListTarget, json: bool) -> Result<ExitCode> {
-    let (enabled, fix) = match which {
-        ListTarget::Local => return list(settings, json),
-        ListTarget::Usb => (
-            crate::targets::usb(settings)?,
-            "MSS_BACKUP_USB_PATH is not set (set it to the stick's mount point)",
-        ),
-        ListTarget::Rsync => (
-            crate::targets::rsync(settings)?,
-            "MSS_BACKUP_RSYNC_DEST is not set (set it to [user@]host:/path)",
-        ),
-        ListTarget::S3 => (
-            crate::targets::s3(settings)?,
-            "MSS_BACKUP_S3_BUCKET is not set (set it to the bucket that holds the backups)",
-        ),
+fn list_on(settings: &Settings, which: &str, json: bool) -> Result<ExitCode> {
+    let Some(kind) = crate::targets::kind(which) else {
+        return list(settings, json);
     };
-    let Some(enabled) = enabled else {
-        return Err(ConfigError(fix.to_string()).into());
-    };
+    let enabled = kind.enabled(settings, &format!("list --target {which}"))?;
     let target = enabled.destination.target;
     let mut names = target.list()?;
     names.reverse();

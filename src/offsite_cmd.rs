@@ -16,31 +16,14 @@ use mss_backup_core::backup::{self, Destination};
 use mss_backup_core::{Artifact, ArtifactName, TargetError, durable, seal, verify};
 use mss_backup_target_usb::{Labelled, MARKER_FILE, UsbError};
 
-use crate::cli::CopyTarget;
 use crate::config::{ConfigError, Settings};
 use crate::{EXIT_FAILED, EXIT_LOCKED, targets};
 
 /// `mss-backup copy TARGET [ARCHIVE]`.
-pub fn copy(settings: &Settings, which: CopyTarget, archive: Option<&str>) -> Result<ExitCode> {
-    let enabled = match which {
-        CopyTarget::Usb => targets::usb(settings)?,
-        CopyTarget::Rsync => targets::rsync(settings)?,
-        CopyTarget::S3 => targets::s3(settings)?,
-    };
-    let Some(enabled) = enabled else {
-        let fix = match which {
-            CopyTarget::Usb => {
-                "MSS_BACKUP_USB_PATH is not set (set it to the stick's mount point, like /media/backup-stick)"
-            }
-            CopyTarget::Rsync => {
-                "MSS_BACKUP_RSYNC_DEST is not set (set it to [user@]host:/path, like backup@nas:/srv/mss)"
-            }
-            CopyTarget::S3 => {
-                "MSS_BACKUP_S3_BUCKET is not set (set it to the bucket that holds the backups)"
-            }
-        };
-        return Err(ConfigError(fix.to_string()).into());
-    };
+pub fn copy(settings: &Settings, which: &str, archive: Option<&str>) -> Result<ExitCode> {
+    let kind =
+        targets::kind(which).ok_or_else(|| ConfigError(format!("copy {which}: no such target")))?;
+    let enabled = kind.enabled(settings, &format!("copy {which}"))?;
     crate::commands::check_backup_dir_owner(settings)?;
     let artifact = existing_artifact(settings, archive)?;
     durable::create_private_dir(&settings.backup_dir)

@@ -111,11 +111,16 @@ impl Service {
 /// target and the name, or `None` for a local archive.
 fn offsite_source(from: &str) -> Result<Option<(&str, &str)>> {
     match from.split_once(':') {
-        Some((kind @ ("s3" | "usb" | "rsync"), name)) if !name.is_empty() => Ok(Some((kind, name))),
-        Some(("s3" | "usb" | "rsync", _)) => Err(ConfigError(format!(
-            "--from {from} names no backup (use {from}latest or {from}mss-backup-YYYY-MM-DD_HHMMSS.tar.gz)"
-        ))
-        .into()),
+        Some((kind, name)) if crate::targets::kind(kind).is_some() => {
+            if name.is_empty() {
+                Err(ConfigError(format!(
+                    "--from {from} names no backup (use {from}latest or {from}mss-backup-YYYY-MM-DD_HHMMSS.tar.gz)"
+                ))
+                .into())
+            } else {
+                Ok(Some((kind, name)))
+            }
+        }
         _ => Ok(None),
     }
 }
@@ -124,22 +129,9 @@ fn offsite_source(from: &str) -> Result<Option<(&str, &str)>> {
 /// (through a partial file, checked against its sidecar by the target), or
 /// uses the local copy when the same backup is already there.
 fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
-    let enabled = match kind {
-        "s3" => crate::targets::s3(settings)?,
-        "usb" => crate::targets::usb(settings)?,
-        _ => crate::targets::rsync(settings)?,
-    };
-    let variable = match kind {
-        "s3" => "MSS_BACKUP_S3_BUCKET",
-        "usb" => "MSS_BACKUP_USB_PATH",
-        _ => "MSS_BACKUP_RSYNC_DEST",
-    };
-    let Some(enabled) = enabled else {
-        return Err(ConfigError(format!(
-            "--from {kind}:{name} needs the {kind} target: {variable} is not set"
-        ))
-        .into());
-    };
+    let enabled = crate::targets::kind(kind)
+        .ok_or_else(|| ConfigError(format!("--from {kind}:{name}: no such target")))?
+        .enabled(settings, &format!("--from {kind}:{name}"))?;
     let target = enabled.destination.target;
     target.preflight()?;
     let names = target.list()?;

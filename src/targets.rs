@@ -13,6 +13,67 @@ use mss_backup_target_usb::UsbTarget;
 
 use crate::config::{ConfigError, Settings, var_name};
 
+/// A kind of offsite target: the word that names it on the command line
+/// (`list --target KIND`, `copy KIND`, `restore --from KIND:NAME`), the
+/// setting that switches it on, and how to build it from the settings.
+/// Commands find a kind here and never name one themselves.
+pub struct Kind {
+    pub name: &'static str,
+    /// The key whose setting switches it on (`usb_path`).
+    pub switch: &'static str,
+    /// What to set it to, for the message when it is not set.
+    pub hint: &'static str,
+    build: fn(&Settings) -> Result<Option<Enabled>, ConfigError>,
+}
+
+/// Every kind of offsite target, in the order the nightly run copies to
+/// them.
+pub const KINDS: [Kind; 3] = [
+    Kind {
+        name: "usb",
+        switch: "usb_path",
+        hint: "the stick's mount point, like /media/backup-stick",
+        build: usb,
+    },
+    Kind {
+        name: "rsync",
+        switch: "rsync_dest",
+        hint: "[user@]host:/path, like backup@nas:/srv/mss",
+        build: rsync,
+    },
+    Kind {
+        name: "s3",
+        switch: "s3_bucket",
+        hint: "the bucket that holds the backups",
+        build: s3,
+    },
+];
+
+/// The kind named `name`, if there is one.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The names `--target`, `copy` and `--from` accept.
+pub fn kind_names() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().map(|k| k.name)
+}
+
+impl Kind {
+    /// This kind's target as configured, or a configuration error saying
+    /// which setting switches it on (`what` says what asked for it).
+    pub fn enabled(&self, settings: &Settings, what: &str) -> Result<Enabled, ConfigError> {
+        (self.build)(settings)?.ok_or_else(|| {
+            ConfigError(format!(
+                "{what} needs the {} target: {} is not set (set it to {})",
+                self.name,
+                var_name(self.switch),
+                self.hint
+            ))
+        })
+    }
+}
+
 /// An enabled target, with how `mss-backup config` describes it.
 pub struct Enabled {
     pub destination: Destination,
@@ -40,14 +101,14 @@ pub fn describe(settings: &Settings) -> Result<Vec<String>, ConfigError> {
 
 fn enabled(settings: &Settings) -> Result<Vec<Enabled>, ConfigError> {
     let mut targets = Vec::new();
-    targets.extend(usb(settings)?);
-    targets.extend(rsync(settings)?);
-    targets.extend(s3(settings)?);
+    for kind in &KINDS {
+        targets.extend((kind.build)(settings)?);
+    }
     Ok(targets)
 }
 
 /// The USB target, when `MSS_BACKUP_USB_PATH` is set.
-pub fn usb(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
+fn usb(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
     let Some(path) = settings.path("usb_path")? else {
         require_main("usb_path", &["usb_label", "usb_retention"], settings)?;
         return Ok(None);
@@ -74,7 +135,7 @@ pub fn usb(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
 }
 
 /// The rsync-over-SSH target, when `MSS_BACKUP_RSYNC_DEST` is set.
-pub fn rsync(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
+fn rsync(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
     let Some(dest) = settings.string("rsync_dest")? else {
         require_main("rsync_dest", &["rsync_rsh", "rsync_retention"], settings)?;
         return Ok(None);
@@ -111,7 +172,7 @@ pub fn rsync(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
 /// The S3 target, when `MSS_BACKUP_S3_BUCKET` is set. Keys come from
 /// `MSS_BACKUP_S3_ACCESS_KEY_ID`/`MSS_BACKUP_S3_SECRET_ACCESS_KEY`, else from
 /// the standard `AWS_*` variables (or `AWS_PROFILE`); they are never printed.
-pub fn s3(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
+fn s3(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
     let Some(bucket) = settings.string("s3_bucket")? else {
         require_main(
             "s3_bucket",
