@@ -112,10 +112,11 @@ pub struct Package {
     pub arch: String,
 }
 
-/// `cargo xtask dist [--profile dev|release] [--check]`.
+/// `cargo xtask dist [--profile dev|release] [--check] [--no-build]`.
 pub fn dist(args: &[String]) -> Result<(), String> {
     let mut profile = Profile::Release;
     let mut check_after = false;
+    let mut compile = true;
     let mut args = args.iter().map(String::as_str);
     while let Some(arg) = args.next() {
         match arg {
@@ -123,30 +124,36 @@ pub fn dist(args: &[String]) -> Result<(), String> {
                 profile = Profile::parse(args.next().ok_or("--profile needs dev or release")?)?
             }
             "--check" => check_after = true,
+            // Package what cargo already built, as `cargo xtask test` does
+            // (a `cargo build` after the tests rebuilds a few crates with
+            // other features, and the tests then rebuild them back).
+            "--no-build" => compile = false,
             other => match other.strip_prefix("--profile=") {
                 Some(name) => profile = Profile::parse(name)?,
                 None => {
                     return Err(format!(
-                        "dist: unknown argument {other} (usage: cargo xtask dist [--profile dev|release] [--check])"
+                        "dist: unknown argument {other} (usage: cargo xtask dist [--profile dev|release] [--check] [--no-build])"
                     ));
                 }
             },
         }
     }
-    run(
-        "cargo",
-        &[
-            "build",
-            "--locked",
-            "--profile",
-            profile.name(),
-            "-p",
-            PACKAGE,
-            "--bin",
-            PACKAGE,
-        ],
-        &[],
-    )?;
+    if compile {
+        run(
+            "cargo",
+            &[
+                "build",
+                "--locked",
+                "--profile",
+                profile.name(),
+                "-p",
+                PACKAGE,
+                "--bin",
+                PACKAGE,
+            ],
+            &[],
+        )?;
+    }
     let package = build(profile)?;
     if check_after {
         check(&package)?;
