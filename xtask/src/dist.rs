@@ -279,9 +279,31 @@ pub fn build(profile: Profile) -> Result<Package, String> {
     set_mode(&debian, 0o755)?;
     set_mode(&root, 0o755)?;
 
+    // Reproducible: every time stamp in the package is the changelog
+    // entry's (dpkg-deb takes SOURCE_DATE_EPOCH for its own), so the same
+    // source and binary give the same bytes, which anyone can compare.
+    let epoch = output(
+        Command::new("dpkg-parsechangelog")
+            .arg("-l")
+            .arg(sources.join("changelog"))
+            .args(["-S", "Timestamp"]),
+    )?
+    .trim()
+    .to_string();
+    output(Command::new("find").arg(&root).args([
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        &format!("@{epoch}"),
+        "{}",
+        "+",
+    ]))?;
+
     let deb = out_dir.join(format!("{PACKAGE}_{version}_{arch}.deb"));
     output(
         Command::new("dpkg-deb")
+            .env("SOURCE_DATE_EPOCH", &epoch)
             .args(["--build", "--root-owner-group"])
             .arg(&root)
             .arg(&deb),
@@ -294,7 +316,10 @@ pub fn build(profile: Profile) -> Result<Package, String> {
                 "--owner=0",
                 "--group=0",
                 "--numeric-owner",
-                "-czf",
+                &format!("--mtime=@{epoch}"),
+                // gzip -n: no time stamp in the gzip header either.
+                "--use-compress-program=gzip -9n",
+                "-cf",
             ])
             .arg(&tarball)
             .arg("-C")
