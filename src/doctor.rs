@@ -119,6 +119,7 @@ pub fn run(global: &Global) -> ExitCode {
         check_monitor(&mut report, monitor);
     }
     check_timer(&mut report, &settings);
+    check_timer_binary(&mut report, &settings);
     check_last_run(&mut report, &settings);
     if report.failed == 0 {
         ExitCode::SUCCESS
@@ -533,6 +534,66 @@ fn check_timer(report: &mut Report, settings: &Settings) {
             units.display()
         ),
     );
+}
+
+/// The service unit names one binary by path. After a move from `cargo
+/// install` (~/.cargo/bin) to the Debian package (/usr/bin) it still names
+/// the old one: a nightly run of an old version while that file is there
+/// (worth knowing), no nightly run at all once it is gone (a failure).
+fn check_timer_binary(report: &mut Report, settings: &Settings) {
+    let service = schedule::unit_dir(&settings.home).join(schedule::SERVICE);
+    let Ok(unit) = fs::read_to_string(&service) else {
+        return; // check_timer has said the unit is missing
+    };
+    let fix = "run `mss-backup schedule install` again";
+    // systemd allows prefixes such as `-` or `@` before the path.
+    let runs = unit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ExecStart="))
+        .filter_map(|cmd| {
+            cmd.trim_start_matches(['-', '@', ':', '+', '!'])
+                .split_whitespace()
+                .next()
+        })
+        .next_back();
+    let Some(runs) = runs else {
+        report.line(
+            Mark::Fail,
+            "timer binary",
+            format!("{} has no ExecStart= ({fix})", service.display()),
+        );
+        return;
+    };
+    let this = std::env::current_exe().and_then(|p| p.canonicalize());
+    match (Path::new(runs).canonicalize(), this) {
+        (Err(_), this) => report.line(
+            Mark::Fail,
+            "timer binary",
+            format!(
+                "the timer runs {runs}, which does not exist{}: {fix}",
+                this.map(|p| format!(" (this is {})", p.display()))
+                    .unwrap_or_default()
+            ),
+        ),
+        (Ok(target), Ok(this)) if target == this => report.line(
+            Mark::Ok,
+            "timer binary",
+            format!("the timer runs {runs}, this binary"),
+        ),
+        (Ok(_), Ok(this)) => report.line(
+            Mark::Note,
+            "timer binary",
+            format!(
+                "the timer runs {runs}, but this is {}: {fix} if this is the one to run nightly",
+                this.display()
+            ),
+        ),
+        (Ok(_), Err(e)) => report.line(
+            Mark::Note,
+            "timer binary",
+            format!("the timer runs {runs}; cannot tell whether that is this binary: {e}"),
+        ),
+    }
 }
 
 fn check_last_run(report: &mut Report, settings: &Settings) {

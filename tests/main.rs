@@ -9,6 +9,7 @@ mod backup;
 mod cli;
 mod encrypt;
 mod faults;
+mod install;
 mod integrity;
 mod interrupt;
 mod mistakes;

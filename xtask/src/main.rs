@@ -6,8 +6,10 @@
 //!   checks formatting and lints, runs every test of the workspace.
 //! - `faults`: the long variants of the fault matrix (tests/faults.rs).
 //! - `bench`: speed and memory against the standard tools (see bench.rs).
+//! - `dist`: the Debian package and a tarball of the same files (dist.rs).
 
 mod bench;
+mod dist;
 mod services;
 
 use std::path::{Path, PathBuf};
@@ -21,8 +23,9 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("faults") => faults(&args[1..]),
+        Some("dist") => dist::dist(&args[1..]),
         _ => Err(
-            "usage: cargo xtask test [-- NEXTEST ARGS] | faults | bench [--size-mib N] [--rounds N]\n  test   install and start what the tests need, check fmt and clippy, run every test\n  faults the long variants of the fault matrix (tests/faults.rs)\n  bench  time and measure a backup against tar, igzip and pigz on the same data"
+            "usage: cargo xtask test [-- NEXTEST ARGS] | faults | bench [--size-mib N] [--rounds N] | dist [--profile dev|release] [--check] [--no-build]\n  test   install and start what the tests need, check fmt and clippy, run every test, then build and check the package (from the debug binary)\n  faults the long variants of the fault matrix (tests/faults.rs)\n  bench  time and measure a backup against tar, igzip and pigz on the same data\n  dist   build target/dist/mss-backup_VERSION_ARCH.deb and .tar.gz (release by default); --check runs the test command's package checks; --no-build packages the binary already built"
                 .to_string(),
         ),
     };
@@ -126,7 +129,15 @@ fn test(extra: &[String]) -> Result<(), String> {
         service.stop();
     }
     let _ = std::fs::remove_dir_all(&work);
-    result
+    result?;
+    // The package, from the debug binary the tests just ran (a release
+    // build would cost CI another 5 to 9 minutes). Only on a full run: a
+    // run filtered to a few tests is someone working on those.
+    if extra.iter().all(|a| a == "--") {
+        let package = dist::build(dist::Profile::Dev)?;
+        dist::check(&package)?;
+    }
+    Ok(())
 }
 
 /// What tests/faults.rs runs beside our binary: strace kills at exact
