@@ -273,7 +273,7 @@ fn backup_with(
 
 fn exit_for(outcome: Outcome) -> ExitCode {
     match outcome {
-        Outcome::Success => ExitCode::SUCCESS,
+        Outcome::Success | Outcome::Skipped => ExitCode::SUCCESS,
         Outcome::Failure => ExitCode::from(EXIT_FAILED),
     }
 }
@@ -327,6 +327,7 @@ fn print_summary(plan: &Plan, report: &RunStatus) {
         }
         let word = match target.status {
             Outcome::Success => "ok",
+            Outcome::Skipped => "skipped",
             Outcome::Failure => "FAILED",
         };
         eprintln!("  {} {word}: {}", target.name, target.detail);
@@ -455,6 +456,7 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
     } else {
         let word = match report.status {
             Outcome::Success => "success",
+            Outcome::Skipped => "skipped",
             Outcome::Failure => "failure",
         };
         println!("Last backup: {word}, finished {}", report.finished_at);

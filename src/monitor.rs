@@ -125,7 +125,18 @@ impl Monitor {
         }
         if let Some(ping) = &self.ping {
             match report.status {
-                Outcome::Success => ping.send("", None),
+                Outcome::Success | Outcome::Skipped => {
+                    // A skipped target (a stick not plugged in) is no
+                    // failure, but the check's log should still say it.
+                    let skipped: Vec<String> = report
+                        .targets
+                        .iter()
+                        .filter(|t| t.status == Outcome::Skipped)
+                        .map(|t| format!("{} {}", t.name, t.detail))
+                        .collect();
+                    let body = skipped.join("\n");
+                    ping.send("", (!body.is_empty()).then_some(body.as_str()))
+                }
                 Outcome::Failure => {
                     let mut body = log_tail(log, log_start);
                     if body.trim().is_empty() {

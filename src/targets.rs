@@ -110,7 +110,11 @@ fn enabled(settings: &Settings) -> Result<Vec<Enabled>, ConfigError> {
 /// The USB target, when `MSS_BACKUP_USB_PATH` is set.
 fn usb(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
     let Some(path) = settings.path("usb_path")? else {
-        require_main("usb_path", &["usb_label", "usb_retention"], settings)?;
+        require_main(
+            "usb_path",
+            &["usb_label", "usb_retention", "usb_required"],
+            settings,
+        )?;
         return Ok(None);
     };
     let label = settings.string("usb_label")?;
@@ -123,8 +127,16 @@ fn usb(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
     if let Some(label) = &label {
         description.push_str(&format!(", label {label:?}"));
     }
+    let required = settings.flag("usb_required")?.unwrap_or(false);
+    if required {
+        description.push_str(", required");
+    }
     description.push(')');
-    let target = UsbTarget::new(mss_backup_target_usb::Config { path, label });
+    let target = UsbTarget::new(mss_backup_target_usb::Config {
+        path,
+        label,
+        required,
+    });
     Ok(Some(Enabled {
         destination: Destination {
             target: Box::new(target),

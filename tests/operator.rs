@@ -43,6 +43,7 @@ fn a_failed_offsite_copy_says_the_local_backup_is_fine() {
     let stick = env.root.path().join("stick");
     fs::create_dir(&stick).unwrap();
     env.set("MSS_BACKUP_USB_PATH", stick.to_str().unwrap());
+    env.set("MSS_BACKUP_USB_REQUIRED", "true");
     let out = env.expect(&[], 1);
     let msg = stderr(&out);
     let headline = msg.lines().next().unwrap_or_default();

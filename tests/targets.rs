@@ -216,9 +216,12 @@ fn usb_path_that_is_not_a_mount_point_is_refused_and_nothing_is_written() {
     fs::create_dir(&plain).unwrap();
     let mut env = TestEnv::new();
     env.set("MSS_BACKUP_USB_PATH", plain.to_str().unwrap());
+    // An operator who leaves a stick in says so; then a missing stick fails
+    // the run (by default it is skipped: see the next test).
+    env.set("MSS_BACKUP_USB_REQUIRED", "true");
     let out = env.expect(&[], 1);
     let line = format!(
-        "USB target {} is not mounted (plug it in or unset MSS_BACKUP_USB_PATH)",
+        "USB target {} is not mounted (plug in the stick; then `mss-backup copy usb` copies the newest backup); MSS_BACKUP_USB_REQUIRED is set, so this fails the run",
         plain.display()
     );
     assert!(stderr(&out).contains(&line), "{}", stderr(&out));
@@ -251,6 +254,60 @@ fn usb_path_that_is_not_a_mount_point_is_refused_and_nothing_is_written() {
     );
     assert!(!missing.exists());
     let _ = fs::remove_dir_all(&plain);
+}
+
+/// USB copies on demand: a configured stick that is not plugged in is
+/// skipped (nothing written into the empty mount point, the run a success,
+/// exit 0, the target `skipped` in the status, the metrics and the
+/// summary); plugged in, `copy usb` copies the newest backup.
+#[test]
+fn a_stick_that_is_not_plugged_in_is_skipped_and_copied_on_demand() {
+    let stick = Stick::tmpfs("64m");
+    let path = stick.path.to_str().unwrap().to_string();
+    run_ok("umount", &[&path]); // pulled out: an empty folder remains
+    let mut env = TestEnv::new();
+    let metrics = env.root.path().join("mss.prom");
+    env.set("MSS_BACKUP_USB_PATH", &path);
+    env.set("MSS_BACKUP_METRICS_FILE", metrics.to_str().unwrap());
+    let out = env.expect(&[], 0);
+    let err = stderr(&out);
+    assert!(err.starts_with("Backup OK: "), "{err}");
+    assert!(
+        err.contains(&format!(
+            "usb:{path} skipped: USB target {path} is not mounted (plug in the stick; then `mss-backup copy usb` copies the newest backup)"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("unset MSS_BACKUP_USB_PATH"), "{err}");
+    assert!(
+        entries(&stick.path).is_empty(),
+        "nothing written into the empty mount point"
+    );
+    let status = env.status();
+    assert_eq!(status["status"], "success", "{status}");
+    assert_eq!(target(&status, "usb:")["status"], "skipped", "{status}");
+    let prom = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains(&format!(
+            "mss_backup_target_skipped{{target=\"usb:{path}\"}} 1"
+        )),
+        "{prom}"
+    );
+    assert!(prom.contains("mss_backup_last_run_success 1"), "{prom}");
+
+    // Plugged in again: the newest backup, checked, with the stick's retention.
+    run_ok("mount", &["-t", "tmpfs", "-o", "size=64m", "tmpfs", &path]);
+    let newest = env.archives().pop().unwrap();
+    let out = env.expect(&["copy", "usb"], 0);
+    assert!(
+        stdout(&out).contains(&format!("Copied {newest}")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        fs::read(stick.backups().join(&newest)).unwrap(),
+        fs::read(env.archive_dir().join(&newest)).unwrap()
+    );
 }
 
 #[test]
@@ -424,6 +481,7 @@ fn usb_target_lists_and_gets_backups_for_restore() {
     let target = UsbTarget::new(Config {
         path: stick.path.clone(),
         label: None,
+        required: false,
     });
     list_get_delete(&target, &env, &names);
     assert!(entries(&stick.backups()).is_empty());

@@ -515,6 +515,12 @@ fn put_and_prune(
             tracing::info!(target = target.name(), "{detail}");
             (Outcome::Success, detail, true)
         }
+        Err(crate::target::TargetError::Absent { reason, .. })
+            if crate::interrupt::received().is_none() =>
+        {
+            tracing::warn!(target = target.name(), "skipped: {reason}");
+            (Outcome::Skipped, reason, true)
+        }
         Err(e) => {
             let detail = match crate::interrupt::received() {
                 Some(signal) => format!("{signal}; the partial copy was removed"),

@@ -115,6 +115,19 @@ pub fn render(report: &RunStatus, last_success: Option<i64>) -> String {
         "1 if the target took the last run's backup (and applied its retention), 0 if not.",
         &targets,
     );
+    let skipped: Vec<(Option<&str>, f64)> = report
+        .targets
+        .iter()
+        .map(|t| {
+            let skipped = t.status == Outcome::Skipped;
+            (Some(t.name.as_str()), f64::from(u8::from(skipped)))
+        })
+        .collect();
+    gauge(
+        "mss_backup_target_skipped",
+        "1 if the target was skipped in the last run because it was not there (a USB stick not plugged in), else 0.",
+        &skipped,
+    );
     let durations: Vec<(Option<&str>, f64)> = report
         .targets
         .iter()

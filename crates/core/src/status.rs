@@ -19,6 +19,9 @@ pub const LOG_FILE: &str = "backup.log";
 pub enum Outcome {
     Success,
     Failure,
+    /// A target that was not there, as expected (a USB stick not plugged
+    /// in): it got nothing, and the run is not failed for it.
+    Skipped,
 }
 
 /// One target's part of a run.

@@ -44,6 +44,11 @@ pub enum TargetError {
         name: String,
         detail: String,
     },
+    /// An on-demand target that is not there now, as expected (a USB stick
+    /// that is not plugged in): the nightly run skips it instead of
+    /// failing, and says so. `reason` says how to bring it back.
+    #[error("{target}: {reason}")]
+    Absent { target: String, reason: String },
     /// The named backup is not there.
     #[error("{target}: no backup named {name}")]
     NotFound { target: String, name: String },

@@ -57,6 +57,13 @@ pub const SETTINGS: &[Setting] = &[
         shown: Shown::Plain,
     },
     Setting {
+        key: "usb_required",
+        value: "true|false",
+        default: "false",
+        help: "`true`: a stick that is not plugged in fails the run (exit 1); by default the nightly run skips it and says so, and `mss-backup copy usb` copies later",
+        shown: Shown::Plain,
+    },
+    Setting {
         key: "usb_retention",
         value: "N",
         default: "the local retention",
@@ -75,6 +82,10 @@ pub struct Config {
     /// When set, the stick must hold [`MARKER_FILE`] with this label
     /// (`MSS_BACKUP_USB_LABEL`).
     pub label: Option<String>,
+    /// A stick that is not plugged in fails the run (`MSS_BACKUP_USB_REQUIRED`);
+    /// by default it is skipped: the copy is made on demand.
+    #[serde(default)]
+    pub required: bool,
 }
 
 impl fmt::Debug for Config {
@@ -84,6 +95,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("path", &self.path)
             .field("label", &self.label)
+            .field("required", &self.required)
             .finish()
     }
 }
@@ -225,11 +237,23 @@ impl UsbTarget {
     /// The stick's mount, or the operator's one line when it is not there.
     fn mounted(&self) -> Result<Mount, TargetError> {
         let path = &self.config.path;
+        // Not plugged in is the usual state of an on-demand stick: the
+        // run skips it (Absent) unless the operator said it must be there.
         let not_mounted = || {
-            self.unavailable(format!(
-                "USB target {} is not mounted (plug it in or unset MSS_BACKUP_USB_PATH)",
+            let reason = format!(
+                "USB target {} is not mounted (plug in the stick; then `mss-backup copy usb` copies the newest backup)",
                 path.display()
-            ))
+            );
+            if self.config.required {
+                self.unavailable(format!(
+                    "{reason}; MSS_BACKUP_USB_REQUIRED is set, so this fails the run"
+                ))
+            } else {
+                TargetError::Absent {
+                    target: self.name.clone(),
+                    reason,
+                }
+            }
         };
         match mount_at(path) {
             Ok(Some(mount)) => Ok(mount),
@@ -423,11 +447,14 @@ mod tests {
         let target = UsbTarget::new(Config {
             path: dir.path().to_path_buf(),
             label: None,
+            required: false,
         });
-        let err = target.preflight().unwrap_err().to_string();
+        let err = target.preflight().unwrap_err();
+        assert!(matches!(err, TargetError::Absent { .. }), "{err}");
+        let err = err.to_string();
         assert!(
             err.ends_with(&format!(
-                "USB target {} is not mounted (plug it in or unset MSS_BACKUP_USB_PATH)",
+                "USB target {} is not mounted (plug in the stick; then `mss-backup copy usb` copies the newest backup)",
                 dir.path().display()
             )),
             "{err}"
@@ -444,10 +471,11 @@ mod tests {
         let config = Config {
             path: PathBuf::from("/media/stick"),
             label: Some("MSS1".into()),
+            required: true,
         };
         assert_eq!(
             format!("{config:?}"),
-            r#"Config { path: "/media/stick", label: Some("MSS1") }"#
+            r#"Config { path: "/media/stick", label: Some("MSS1"), required: true }"#
         );
     }
 }
