@@ -269,6 +269,9 @@ fn a_stick_that_is_not_plugged_in_is_skipped_and_copied_on_demand() {
     let metrics = env.root.path().join("mss.prom");
     env.set("MSS_BACKUP_USB_PATH", &path);
     env.set("MSS_BACKUP_METRICS_FILE", metrics.to_str().unwrap());
+    // Two nights without the stick.
+    env.expect(&[], 0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = env.expect(&[], 0);
     let err = stderr(&out);
     assert!(err.starts_with("Backup OK: "), "{err}");
@@ -308,6 +311,12 @@ fn a_stick_that_is_not_plugged_in_is_skipped_and_copied_on_demand() {
         fs::read(stick.backups().join(&newest)).unwrap(),
         fs::read(env.archive_dir().join(&newest)).unwrap()
     );
+    // The newest only: the nights the stick missed are not filled in.
+    let on_stick: Vec<String> = entries(&stick.backups())
+        .into_iter()
+        .filter(|n| n.ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(on_stick, vec![newest]);
 }
 
 #[test]
