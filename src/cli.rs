@@ -72,7 +72,11 @@ pub enum Command {
     /// Check an archive: sha256 sidecar, every member against the manifest, database integrity.
     Verify {
         /// Archive path or name in the archive dir (default: latest).
+        #[arg(conflicts_with = "from")]
         archive: Option<String>,
+        /// A drill: fetch KIND:NAME (s3:latest, usb:NAME, rsync:latest) from that offsite target into a private temp dir, check it all, remove it; nothing is added to archive/.
+        #[arg(long, value_name = "TARGET:NAME")]
+        from: Option<String>,
     },
     /// Restore the database, the audio or everything from a backup: verified and staged first, the replaced data kept as a safety net.
     Restore {

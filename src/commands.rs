@@ -13,7 +13,7 @@ use mss_backup_core::name::{LATEST, LATEST_AGE};
 use mss_backup_core::sample::{self, SampleSpec};
 use mss_backup_core::seal;
 use mss_backup_core::status::{self, Outcome, RunStatus};
-use mss_backup_core::{RetentionPolicy, Target, verify};
+use mss_backup_core::{ArtifactName, RetentionPolicy, Target, verify};
 use mss_backup_target_local::{DirTarget, local};
 
 use crate::cli::{Cli, Command, ConfigCommand, Global, ScheduleCommand, UsbCommand};
@@ -54,7 +54,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Status { json, max_age } => {
                     show_status(&settings, json, max_age.as_deref())
                 }
-                Command::Verify { archive } => verify_archive(&settings, archive.as_deref()),
+                Command::Verify {
+                    from: Some(from), ..
+                } => verify_offsite(&settings, &from),
+                Command::Verify { archive, .. } => verify_archive(&settings, archive.as_deref()),
                 Command::Restore {
                     what,
                     from,
@@ -549,6 +552,87 @@ pub(crate) fn latest_link(archive_dir: &Path) -> PathBuf {
     } else {
         plain
     }
+}
+
+/// `verify --from KIND:NAME`: an offsite drill. A copy nobody has read back
+/// is a hope, not a backup: the target's copy is fetched into a private
+/// temp dir beside the archive dir (0700, removed afterwards, on failure
+/// and on Ctrl-C too), checked against that target's sidecar as it is
+/// fetched, then verified like a local archive (every member against the
+/// manifest, the database's integrity_check, decrypted with
+/// MSS_BACKUP_IDENTITY_FILE where encrypted). Nothing is added to archive/.
+fn verify_offsite(settings: &Settings, from: &str) -> Result<ExitCode> {
+    let (kind_name, name) = from.split_once(':').unwrap_or((from, ""));
+    let kind = crate::targets::kind(kind_name).ok_or_else(|| {
+        ConfigError(format!(
+            "--from {from}: no such target (use s3:NAME, usb:NAME or rsync:NAME, NAME being latest or a backup's name)"
+        ))
+    })?;
+    if name.is_empty() {
+        return Err(ConfigError(format!(
+            "--from {from} names no backup (use {kind_name}:latest or {kind_name}:mss-backup-YYYY-MM-DD_HHMMSS.tar.gz)"
+        ))
+        .into());
+    }
+    let target = kind
+        .enabled(settings, &format!("verify --from {from}"))?
+        .destination
+        .target;
+    check_backup_dir_owner(settings)?;
+    mss_backup_core::durable::create_private_dir(&settings.backup_dir)
+        .with_context(|| format!("cannot create {}", settings.backup_dir.display()))?;
+    // Under the run lock, so no backup's retention deletes the copy while
+    // it is being read.
+    let Some(_lock) = take_lock(&settings.backup_dir)? else {
+        return Ok(ExitCode::from(EXIT_LOCKED));
+    };
+    target.preflight()?;
+    let names = target.list()?;
+    let wanted = if name == "latest" {
+        names.iter().max().cloned()
+    } else {
+        ArtifactName::parse(name).and_then(|wanted| {
+            names
+                .iter()
+                .find(|n| **n == wanted)
+                .or_else(|| names.iter().find(|n| n.plain() == wanted.plain()))
+                .cloned()
+        })
+    };
+    let Some(wanted) = wanted else {
+        eprintln!("Verify FAILED: {}: no backup named {name}", target.name());
+        return Ok(ExitCode::from(EXIT_FAILED));
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix(".mss-backup-drill-")
+        .tempdir_in(&settings.backup_dir)
+        .with_context(|| {
+            format!(
+                "cannot make a temp dir in {}",
+                settings.backup_dir.display()
+            )
+        })?;
+    eprintln!("Fetching {wanted} from {} for a check ...", target.name());
+    let fetched = match target.get(&wanted, scratch.path()) {
+        Ok(path) => path,
+        Err(e) => {
+            if let Some(signal) = crate::interrupted::received() {
+                return Ok(crate::interrupted::report(
+                    signal,
+                    &settings.backup_dir,
+                    "the drill stopped while fetching; its temp copy was removed",
+                ));
+            }
+            eprintln!("Verify FAILED: {e}");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    };
+    let path = fetched.display().to_string();
+    let code = verify_archive(settings, Some(&path))?;
+    if code == ExitCode::SUCCESS {
+        println!("Drill OK: {wanted} on {} reads back whole", target.name());
+    }
+    Ok(code)
 }
 
 fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode> {

@@ -1062,3 +1062,58 @@ fn copy_s3_sends_an_existing_backup() {
     let listed = stdout(&env.expect(&["list", "--target", "s3"], 0));
     assert!(listed.contains(&name), "{listed}");
 }
+
+/// An offsite drill: `verify --from s3:latest` reads the bucket's copy back
+/// whole (sha256 against the sidecar, every member, the database) without
+/// adding anything to archive/; the same object damaged in place is exit 1
+/// naming the target and the backup, and the temp copy is gone either way.
+#[test]
+fn verify_from_s3_drills_the_offsite_copy_and_refuses_a_damaged_one() {
+    let rgw = rgw();
+    let prefix = unique_prefix("drill");
+    let env = s3_env(&rgw, &prefix);
+    env.backup_ok();
+    let (name, _, _) = newest_local(&env);
+    let archive_before = entries(&env.archive_dir());
+    let backup_dir_before = entries(&env.backup_dir);
+
+    let out = env.expect(&["verify", "--from", "s3:latest"], 0);
+    assert!(
+        stdout(&out).contains(&format!(
+            "Drill OK: {name} on s3://{}/{prefix} reads back whole",
+            rgw.bucket
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("integrity_check ok") || stdout(&out).contains("match"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        entries(&env.archive_dir()),
+        archive_before,
+        "nothing added to archive/"
+    );
+
+    // Damaged in place on the server.
+    rgw.put(&format!("{prefix}{name}"), "not the backup any more");
+    let out = env.expect(&["verify", "--from", &format!("s3:{name}")], 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("s3://{}/{prefix}", rgw.bucket))
+            && err.contains(&format!("{name} does not match its checksum")),
+        "{err}"
+    );
+    assert_eq!(
+        entries(&env.archive_dir()),
+        archive_before,
+        "nothing added to archive/"
+    );
+    let mut after = entries(&env.backup_dir);
+    after.retain(|n| n != "backup.log" && n != ".lock" && !n.ends_with(".lock"));
+    let mut before = backup_dir_before;
+    before.retain(|n| n != "backup.log" && n != ".lock" && !n.ends_with(".lock"));
+    assert_eq!(after, before, "no temp copy left");
+}
