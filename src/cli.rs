@@ -68,6 +68,9 @@ pub enum Command {
         /// Fail if the last successful backup finished longer ago than this (e.g. 26h, 90m, 2d).
         #[arg(long, value_name = "DURATION")]
         max_age: Option<String>,
+        /// Every machine sharing the offsite bucket (mss/<server id>/): newest complete backup, age, size; exit 1 if any is older than --max-age (default 26h) or has none. Only reads.
+        #[arg(long)]
+        fleet: bool,
     },
     /// Check an archive: sha256 sidecar, every member against the manifest, database integrity.
     Verify {

@@ -51,7 +51,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             match command {
                 Command::Backup { json } => run_backup(&settings, json),
                 Command::List { json, target } => list_on(&settings, &target, json),
-                Command::Status { json, max_age } => {
+                Command::Status {
+                    json,
+                    max_age,
+                    fleet: true,
+                } => {
+                    let max_age = max_age
+                        .as_deref()
+                        .map(|text| {
+                            parse_duration(text).ok_or_else(|| {
+                                ConfigError(format!(
+                                    "--max-age {text} is not valid: use a duration like 26h, 90m or 2d"
+                                ))
+                            })
+                        })
+                        .transpose()?;
+                    crate::fleet::status(&settings, max_age, json)
+                }
+                Command::Status { json, max_age, .. } => {
                     show_status(&settings, json, max_age.as_deref())
                 }
                 Command::Verify {
@@ -401,6 +418,9 @@ fn list_on(settings: &Settings, which: &str, json: bool) -> Result<ExitCode> {
     };
     let enabled = kind.enabled(settings, &format!("list --target {which}"))?;
     let target = enabled.destination.target;
+    if let Some(code) = crate::fleet::list_machines(target.as_ref(), json)? {
+        return Ok(code);
+    }
     let mut names = target.list()?;
     names.reverse();
     let now = Local::now().naive_local();
@@ -888,7 +908,7 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {unit}")
 }
 
-fn human_age(age: chrono::TimeDelta) -> String {
+pub(crate) fn human_age(age: chrono::TimeDelta) -> String {
     let secs = age.num_seconds();
     match secs {
         s if s < 0 => "in the future (clock change?)".to_string(),

@@ -15,6 +15,7 @@ mod commands;
 mod config;
 mod crypt;
 mod doctor;
+mod fleet;
 mod interrupted;
 mod logging;
 mod manual;

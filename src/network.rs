@@ -140,6 +140,18 @@ impl Target for WaitForNetwork {
         self.inner.check_fits(artifact)
     }
 
+    fn knows_machine(&self) -> bool {
+        self.inner.knows_machine()
+    }
+
+    fn machines(&self) -> Option<Result<Vec<mss_backup_core::Machine>, TargetError>> {
+        self.inner.machines()
+    }
+
+    fn for_machine(&self, id: &str) -> Option<Box<dyn Target>> {
+        self.inner.for_machine(id)
+    }
+
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError> {
         self.inner.list()
     }

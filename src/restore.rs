@@ -132,7 +132,7 @@ fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
     let enabled = crate::targets::kind(kind)
         .ok_or_else(|| ConfigError(format!("--from {kind}:{name}: no such target")))?
         .enabled(settings, &format!("--from {kind}:{name}"))?;
-    let target = enabled.destination.target;
+    let target = crate::fleet::only_machine(enabled.destination.target, &format!("{kind}:{name}"))?;
     target.preflight()?;
     let names = target.list()?;
     let wanted = if name == "latest" {

@@ -1117,3 +1117,158 @@ fn verify_from_s3_drills_the_offsite_copy_and_refuses_a_damaged_one() {
     before.retain(|n| n != "backup.log" && n != ".lock" && !n.ends_with(".lock"));
     assert_eq!(after, before, "no temp copy left");
 }
+
+/// Rows of a table, as text, for comparing databases by content.
+fn table_rows(db: &Path, table: &str) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
+        .unwrap();
+    let columns = stmt.column_count();
+    stmt.query_map([], |row| {
+        Ok((0..columns)
+            .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+            .collect::<Vec<_>>()
+            .join("|"))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// The day the VM is gone, run as the docs' runbook says, against the real
+/// gateway in a bucket of its own: a fresh HOME with no cloud-data/ and only
+/// the S3 settings lists the machine found in the bucket, restores its
+/// newest backup (database content and every file equal), and the next
+/// backup lands under the same prefix. With a second machine in the bucket
+/// a new VM's restore is refused, naming both, and writes nothing; and
+/// `status --fleet` shows every machine, marking a stale one and one with
+/// no complete backup, exit 1.
+#[test]
+fn a_new_vm_restores_from_s3_and_the_fleet_shows_every_machine() {
+    let mut rgw = rgw();
+    rgw.bucket = unique("fleet");
+    let (code, body) = rgw.curl(&["-X", "PUT"], "");
+    assert_eq!(code, 200, "creating bucket {}: {body}", rgw.bucket);
+    let s3_vars = |env: &mut TestEnv| {
+        for (key, value) in s3_env(&rgw, "x/").vars {
+            if key.starts_with("MSS_BACKUP_S3_") && key != "MSS_BACKUP_S3_PREFIX" {
+                env.set(&key, &value);
+            }
+        }
+    };
+
+    // The machine that will be lost: backs up under mss/<its server id>/.
+    let mut old = TestEnv::new();
+    s3_vars(&mut old);
+    let id = fs::read_to_string(old.data_dir.join("data/server_id.txt"))
+        .unwrap()
+        .trim()
+        .to_string();
+    old.backup_ok();
+    let tree = crate::faults::data_tree(&old.data_dir);
+    let trackpacks = table_rows(&old.db_path(), "trackpacks");
+
+    // The new VM: the project, no cloud-data/, no backups, the S3 settings.
+    let mut vm = TestEnv::empty();
+    s3_vars(&mut vm);
+    let listed = stdout(&vm.expect(&["list", "--target", "s3"], 0));
+    assert!(
+        listed.contains(&id) && listed.contains("1 backups"),
+        "{listed}"
+    );
+    vm.expect(&["restore", "all", "--from", "s3:latest", "--dry-run"], 0);
+    assert!(!vm.data_dir.exists(), "a dry run writes nothing");
+    let out = vm.expect(
+        &[
+            "restore",
+            "all",
+            "--from",
+            "s3:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        0,
+    );
+    assert!(
+        stderr(&out).contains(&format!("one machine's backups, {id}: restoring those")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(crate::faults::data_tree(&vm.data_dir), tree);
+    assert_eq!(table_rows(&vm.db_path(), "trackpacks"), trackpacks);
+    // server_id.txt came back: the next backup continues under the same prefix.
+    vm.backup_ok();
+    let prefix = format!("mss/{id}/");
+    let archives: Vec<String> = rgw
+        .keys(&prefix)
+        .into_iter()
+        .filter(|k| k.ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(archives.len(), 2, "{archives:?}");
+
+    // A second machine in the bucket: a new VM must choose.
+    let mut other = TestEnv::new();
+    s3_vars(&mut other);
+    fs::write(other.data_dir.join("data/server_id.txt"), "venue-b\n").unwrap();
+    other.backup_ok();
+    let mut vm2 = TestEnv::empty();
+    s3_vars(&mut vm2);
+    let err = stderr(&vm2.expect(
+        &[
+            "restore",
+            "all",
+            "--from",
+            "s3:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        78,
+    ));
+    assert!(
+        err.contains("holds the backups of 2 machines")
+            && err.contains(&id)
+            && err.contains("venue-b")
+            && err.contains("MSS_BACKUP_S3_PREFIX=mss/<id>/"),
+        "{err}"
+    );
+    assert!(
+        !vm2.data_dir.exists() && !vm2.archive_dir().exists(),
+        "nothing written"
+    );
+
+    // A venue whose last backup is old, and one with no complete backup.
+    rgw.put("mss/venue-old/mss-backup-2020-01-01_031500.tar.gz", "old");
+    rgw.put(
+        "mss/venue-old/mss-backup-2020-01-01_031500.tar.gz.sha256",
+        "old",
+    );
+    rgw.put(
+        "mss/venue-none/mss-backup-2020-01-02_031500.tar.gz",
+        "no sidecar",
+    );
+    let out = vm2.run(&["status", "--fleet", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stale = |machine: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == machine)
+            .unwrap_or_else(|| panic!("{machine} in {rows}"))["stale"]
+            .clone()
+    };
+    assert_eq!(stale(&id), false);
+    assert_eq!(stale("venue-b"), false);
+    assert_eq!(stale("venue-old"), true);
+    assert_eq!(stale("venue-none"), true);
+    let text = stdout(&vm2.run(&["status", "--fleet"]));
+    assert!(
+        text.lines().any(|l| l.contains("venue-none")
+            && l.contains("no complete backup")
+            && l.contains("STALE")),
+        "{text}"
+    );
+}

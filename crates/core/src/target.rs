@@ -54,6 +54,17 @@ pub enum TargetError {
     NotFound { target: String, name: String },
 }
 
+/// One machine's complete backups, where several machines share a target
+/// (S3 keeps each under `mss/<server id>/`), oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// The server id (the folder it is kept under).
+    pub id: String,
+    pub backups: Vec<ArtifactName>,
+    /// The size of the newest backup's archive, where the target can tell.
+    pub newest_size: Option<u64>,
+}
+
 /// A place backups are copied to. Implementations are small: the run,
 /// retention and reporting live in core.
 pub trait Target: Send + Sync {
@@ -86,6 +97,22 @@ pub trait Target: Send + Sync {
     }
     /// The complete backups present (names that parse and have a sidecar).
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError>;
+    /// Whether the target knows which machine's backups are its own. An S3
+    /// target on a new VM does not: its place (`mss/<server id>/`) is named
+    /// by a server id that was in the data that was lost.
+    fn knows_machine(&self) -> bool {
+        true
+    }
+    /// Every machine's backups, where several machines share the target;
+    /// `None` where its layout holds one machine's.
+    fn machines(&self) -> Option<Result<Vec<Machine>, TargetError>> {
+        None
+    }
+    /// The same target at machine `id`'s place, where it has such places.
+    fn for_machine(&self, id: &str) -> Option<Box<dyn Target>> {
+        let _ = id;
+        None
+    }
     /// Brings a backup into `dest_dir`, returning the archive's path.
     fn get(&self, name: &ArtifactName, dest_dir: &Path) -> Result<PathBuf, TargetError>;
     /// Removes a backup and its sidecar.

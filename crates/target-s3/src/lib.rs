@@ -49,6 +49,9 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// `x-amz-meta-sha256`).
 pub const SHA256_METADATA: &str = "sha256";
 
+/// Where each machine's backups live by default: `mss/<server id>/`.
+pub const MACHINES_ROOT: &str = "mss/";
+
 /// The S3 target's settings; `s3_bucket` switches it on.
 pub const SETTINGS: &[Setting] = &[
     Setting {
@@ -374,7 +377,7 @@ impl Config {
             secret_var,
             timeout,
             operator,
-            runtime,
+            runtime: std::sync::Arc::new(runtime),
         })
     }
 
@@ -424,7 +427,7 @@ impl Config {
                 file.display()
             ));
         }
-        Ok(format!("mss/{id}/"))
+        Ok(format!("{MACHINES_ROOT}{id}/"))
     }
 }
 
@@ -481,7 +484,8 @@ pub struct S3Target {
     secret_var: &'static str,
     timeout: Duration,
     operator: Operator,
-    runtime: tokio::runtime::Runtime,
+    /// Shared with the same target at another machine's prefix.
+    runtime: std::sync::Arc<tokio::runtime::Runtime>,
 }
 
 impl fmt::Debug for S3Target {
@@ -522,6 +526,62 @@ impl S3Target {
                 target: self.label.clone(),
                 reason: reason.clone(),
             })
+    }
+
+    /// The same bucket and keys at another prefix (another machine's).
+    pub fn at_prefix(&self, prefix: &str) -> S3Target {
+        S3Target {
+            label: format!("s3://{}/{prefix}", self.bucket),
+            bucket: self.bucket.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            prefix: Ok(prefix.to_string()),
+            key_id_var: self.key_id_var,
+            secret_var: self.secret_var,
+            timeout: self.timeout,
+            operator: self.operator.clone(),
+            runtime: std::sync::Arc::clone(&self.runtime),
+        }
+    }
+
+    /// Each machine under [`MACHINES_ROOT`] with its complete backups.
+    async fn machines_async(&self) -> Result<Vec<mss_backup_core::Machine>, Failure> {
+        let entries = self.operator.list(MACHINES_ROOT).await?;
+        let mut machines = Vec::new();
+        for entry in entries.iter().filter(|e| e.metadata().mode().is_dir()) {
+            let Some(id) = entry
+                .path()
+                .strip_prefix(MACHINES_ROOT)
+                .map(|rest| rest.trim_end_matches('/'))
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            else {
+                continue;
+            };
+            let prefix = format!("{MACHINES_ROOT}{id}/");
+            let names = self.names_under(&prefix).await?;
+            let mut backups: Vec<ArtifactName> = names
+                .iter()
+                .filter_map(|n| ArtifactName::parse(n))
+                .filter(|n| names.contains(&n.sidecar_name()))
+                .collect();
+            backups.sort_unstable();
+            let newest_size = match backups.last() {
+                Some(newest) => self
+                    .operator
+                    .stat(&format!("{prefix}{}", newest.file_name()))
+                    .await
+                    .ok()
+                    .map(|m| m.content_length()),
+                None => None,
+            };
+            machines.push(mss_backup_core::Machine {
+                id: id.to_string(),
+                backups,
+                newest_size,
+            });
+        }
+        machines.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(machines)
     }
 
     /// The endpoint as messages name it.
@@ -788,6 +848,22 @@ impl Target for S3Target {
         self.runtime
             .block_on(self.put_async(artifact, prefix, progress))
             .map_err(|(action, f)| self.error(action, f))
+    }
+
+    fn knows_machine(&self) -> bool {
+        self.prefix.is_ok()
+    }
+
+    fn machines(&self) -> Option<Result<Vec<mss_backup_core::Machine>, TargetError>> {
+        Some(
+            self.runtime
+                .block_on(self.machines_async())
+                .map_err(|f| self.error(format!("listing {MACHINES_ROOT}"), f)),
+        )
+    }
+
+    fn for_machine(&self, id: &str) -> Option<Box<dyn Target>> {
+        Some(Box::new(self.at_prefix(&format!("{MACHINES_ROOT}{id}/"))))
     }
 
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError> {
