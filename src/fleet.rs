@@ -7,8 +7,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::Local;
+use mss_backup_core::metrics::{FleetMachine, render_fleet};
 use mss_backup_core::{Machine, Target};
 
 use crate::commands::{human_age, human_bytes};
@@ -26,6 +27,7 @@ fn print_machines(
     machines: &[Machine],
     max_age: Duration,
     json: bool,
+    series: &mut Vec<FleetMachine>,
 ) -> Result<usize> {
     let now = Local::now().naive_local();
     let max_age = chrono::TimeDelta::from_std(max_age).unwrap_or(chrono::TimeDelta::MAX);
@@ -35,6 +37,19 @@ fn print_machines(
             .is_none_or(|newest| now - newest.timestamp() > max_age)
     };
     let count = machines.iter().filter(|m| stale(m)).count();
+    series.extend(machines.iter().map(|m| FleetMachine {
+        target: target.name().to_string(),
+        machine: m.id.clone(),
+        newest_unix: m.backups.last().and_then(|n| {
+            n.timestamp()
+                .and_local_timezone(Local)
+                .earliest()
+                .map(|t| t.timestamp())
+        }),
+        backups: m.backups.len(),
+        newest_size: m.newest_size,
+        stale: stale(m),
+    }));
     if json {
         let rows: Vec<serde_json::Value> = machines
             .iter()
@@ -87,7 +102,7 @@ pub fn list_machines(target: &dyn Target, json: bool) -> Result<Option<ExitCode>
         return Ok(None);
     };
     let machines = machines?;
-    print_machines(target, &machines, DEFAULT_MAX_AGE, json)?;
+    print_machines(target, &machines, DEFAULT_MAX_AGE, json, &mut Vec::new())?;
     if !json {
         println!(
             "This machine has no server id (cloud-data/data/server_id.txt) to find its own backups by: restore one machine's with MSS_BACKUP_S3_PREFIX=mss/<id>/ (a restore brings server_id.txt back)."
@@ -102,12 +117,13 @@ pub fn status(settings: &Settings, max_age: Option<Duration>, json: bool) -> Res
     let max_age = max_age.unwrap_or(DEFAULT_MAX_AGE);
     let mut stale = 0;
     let mut shown = 0;
+    let mut series = Vec::new();
     for dest in targets::offsite(settings)? {
         let target = dest.target.as_ref();
         let Some(machines) = target.machines() else {
             continue;
         };
-        stale += print_machines(target, &machines?, max_age, json)?;
+        stale += print_machines(target, &machines?, max_age, json, &mut series)?;
         shown += 1;
     }
     if shown == 0 {
@@ -115,6 +131,22 @@ pub fn status(settings: &Settings, max_age: Option<Duration>, json: bool) -> Res
             "status --fleet needs a target that several machines share: set MSS_BACKUP_S3_BUCKET (with its endpoint and keys)".to_string(),
         )
         .into());
+    }
+    // Beside the backup's own metrics file, never over it.
+    if let Some(file) = settings.path("metrics_file")? {
+        let fleet_file = file.with_file_name(format!(
+            "{}_fleet.prom",
+            file.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("mss_backup")
+        ));
+        mss_backup_core::durable::write_atomic(&fleet_file, render_fleet(&series).as_bytes())
+            .with_context(|| {
+                format!(
+                    "cannot write the fleet metrics file {}",
+                    fleet_file.display()
+                )
+            })?;
     }
     Ok(if stale > 0 {
         if !json {

@@ -1249,8 +1249,37 @@ fn a_new_vm_restores_from_s3_and_the_fleet_shows_every_machine() {
         "mss/venue-none/mss-backup-2020-01-02_031500.tar.gz",
         "no sidecar",
     );
+    let prom = vm2.root.path().join("mss_backup.prom");
+    vm2.set("MSS_BACKUP_METRICS_FILE", prom.to_str().unwrap());
     let out = vm2.run(&["status", "--fleet", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // One series per machine, in a file beside (never over) the backup's.
+    assert!(
+        !prom.exists(),
+        "the backup's own metrics file is not touched"
+    );
+    let fleet = fs::read_to_string(vm2.root.path().join("mss_backup_fleet.prom")).unwrap();
+    for (machine, stale) in [
+        (id.as_str(), 0),
+        ("venue-b", 0),
+        ("venue-old", 1),
+        ("venue-none", 1),
+    ] {
+        assert!(
+            fleet.contains(&format!(
+                "mss_backup_fleet_stale{{target=\"s3://{}\",machine=\"{machine}\"}} {stale}",
+                rgw.bucket
+            )),
+            "{machine}: {fleet}"
+        );
+    }
+    assert!(
+        fleet.contains(&format!(
+            "mss_backup_fleet_backups{{target=\"s3://{}\",machine=\"{id}\"}} 2",
+            rgw.bucket
+        )),
+        "{fleet}"
+    );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let stale = |machine: &str| {
         rows.as_array()

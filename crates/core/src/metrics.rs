@@ -156,6 +156,60 @@ fn unix_time(rfc3339: &str) -> Option<i64> {
         .map(|t| t.timestamp())
 }
 
+/// One machine of a shared target, as `status --fleet` saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetMachine {
+    pub target: String,
+    pub machine: String,
+    /// When its newest complete backup was made, in Unix time.
+    pub newest_unix: Option<i64>,
+    pub backups: usize,
+    pub newest_size: Option<u64>,
+    pub stale: bool,
+}
+
+/// The fleet's series, one per machine and figure, labelled with the
+/// target and the machine's id (a file of its own beside the backup's
+/// metrics file, so neither overwrites the other).
+pub fn render_fleet(machines: &[FleetMachine]) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: &dyn Fn(&FleetMachine) -> Option<f64>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for m in machines {
+            if let Some(v) = value(m) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{target=\"{}\",machine=\"{}\"}} {v}",
+                    escape(&m.target),
+                    escape(&m.machine)
+                );
+            }
+        }
+    };
+    gauge(
+        "mss_backup_fleet_newest_timestamp_seconds",
+        "When the machine's newest complete backup on the target was made, in Unix time.",
+        &|m| m.newest_unix.map(|t| t as f64),
+    );
+    gauge(
+        "mss_backup_fleet_backups",
+        "Complete backups of the machine on the target.",
+        &|m| Some(m.backups as f64),
+    );
+    gauge(
+        "mss_backup_fleet_newest_size_bytes",
+        "Size of the machine's newest backup on the target.",
+        &|m| m.newest_size.map(|s| s as f64),
+    );
+    gauge(
+        "mss_backup_fleet_stale",
+        "1 if the machine's newest complete backup is older than --max-age, or it has none.",
+        &|m| Some(f64::from(u8::from(m.stale))),
+    );
+    out
+}
+
 /// A label value as the exposition format wants it.
 fn escape(value: &str) -> String {
     value
