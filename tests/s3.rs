@@ -1301,3 +1301,54 @@ fn a_new_vm_restores_from_s3_and_the_fleet_shows_every_machine() {
         "{text}"
     );
 }
+
+/// The same day on an encrypted bucket: the copies in S3 are age
+/// ciphertext, and a new VM with the S3 settings and the identity file
+/// finds the machine, decrypts and restores it whole.
+#[test]
+fn a_new_vm_restores_an_encrypted_bucket_with_the_identity() {
+    let mut rgw = rgw();
+    rgw.bucket = unique("fleet-age");
+    let (code, body) = rgw.curl(&["-X", "PUT"], "");
+    assert_eq!(code, 200, "creating bucket {}: {body}", rgw.bucket);
+    let s3_vars = |env: &mut TestEnv| {
+        for (key, value) in s3_env(&rgw, "x/").vars {
+            if key.starts_with("MSS_BACKUP_S3_") && key != "MSS_BACKUP_S3_PREFIX" {
+                env.set(&key, &value);
+            }
+        }
+    };
+    let mut old = TestEnv::new();
+    s3_vars(&mut old);
+    let (identity, public) = crate::encrypt::keygen(&old);
+    old.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
+    old.backup_ok();
+    let id = fs::read_to_string(old.data_dir.join("data/server_id.txt"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let keys = rgw.keys(&format!("mss/{id}/"));
+    assert!(keys.iter().any(|k| k.ends_with(".tar.gz.age")), "{keys:?}");
+    let tree = crate::faults::data_tree(&old.data_dir);
+
+    let mut vm = TestEnv::empty();
+    s3_vars(&mut vm);
+    vm.set("MSS_BACKUP_IDENTITY_FILE", identity.to_str().unwrap());
+    let listed = stdout(&vm.expect(&["list", "--target", "s3"], 0));
+    assert!(
+        listed.contains(&id) && listed.contains(".tar.gz.age"),
+        "{listed}"
+    );
+    vm.expect(
+        &[
+            "restore",
+            "all",
+            "--from",
+            "s3:latest",
+            "--yes",
+            "--no-stop",
+        ],
+        0,
+    );
+    assert_eq!(crate::faults::data_tree(&vm.data_dir), tree);
+}
