@@ -105,9 +105,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn schedule(settings: &Settings, command: ScheduleCommand) -> Result<ExitCode> {
     match command {
-        ScheduleCommand::Install { at, replace } => {
-            crate::schedule::install(settings, &config::process_env(), &at, replace)?
-        }
+        ScheduleCommand::Install { at, replace, drill } => crate::schedule::install(
+            settings,
+            &config::process_env(),
+            &at,
+            replace,
+            drill.as_deref(),
+        )?,
         ScheduleCommand::Remove => crate::schedule::remove(settings)?,
         ScheduleCommand::Status => {
             if !crate::schedule::status(settings)? {

@@ -88,3 +88,108 @@ fn status_shows_each_targets_last_drill_and_a_backup_keeps_it() {
 fn status_json(env: &TestEnv) -> serde_json::Value {
     serde_json::from_str(&stdout(&env.expect(&["status", "--json"], 0))).unwrap()
 }
+
+fn systemd_analyze(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("systemd-analyze")
+        .args(args)
+        .output()
+        .expect("systemd-analyze must be installed (Debian package systemd)")
+}
+
+#[test]
+fn schedule_install_drill_adds_a_monthly_drill_systemd_accepts() {
+    let mut env = TestEnv::new();
+    let units = env.home.join(".config/systemd/user");
+    // A target that is not configured: refused before anything is written.
+    let out = env.expect(&["schedule", "install", "--drill", "s3"], 78);
+    assert!(
+        stderr(&out).contains(
+            "schedule install --drill s3 needs the s3 target: MSS_BACKUP_S3_BUCKET is not set"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!units.exists(), "nothing written");
+    let out = env.expect(&["schedule", "install", "--drill", "nfs"], 2);
+    assert!(stderr(&out).contains("nfs"), "{}", stderr(&out));
+
+    let stick = env.root.path().join("stick");
+    env.set("MSS_BACKUP_USB_PATH", stick.to_str().unwrap());
+    let out = env.expect(&["schedule", "install", "--drill", "usb"], 0);
+    let service = units.join("mss-backup-drill.service");
+    let timer = units.join("mss-backup-drill.timer");
+    assert!(
+        stdout(&out)
+            .contains("systemctl --user enable --now mss-backup.timer mss-backup-drill.timer")
+            || stdout(&out).contains("Enabled mss-backup-drill.timer"),
+        "{}",
+        stdout(&out)
+    );
+    let service_text = fs::read_to_string(&service).unwrap();
+    let timer_text = fs::read_to_string(&timer).unwrap();
+    let exe = fs::canonicalize(BIN).unwrap();
+    let env_file = env.home.join(".config/mss-backup/env");
+    for line in [
+        format!("ExecStart={} verify --from usb:latest\n", exe.display()),
+        format!("EnvironmentFile=-{}\n", env_file.display()),
+        "After=mss-backup.service\n".to_string(),
+        "Type=oneshot\n".to_string(),
+    ] {
+        assert!(service_text.contains(&line), "{line} in {service_text}");
+    }
+    for line in [
+        "OnCalendar=monthly\n",
+        "Persistent=true\n",
+        "RandomizedDelaySec=1h\n",
+        "WantedBy=timers.target\n",
+    ] {
+        assert!(timer_text.contains(line), "{line} in {timer_text}");
+    }
+    let all: Vec<String> = [
+        "mss-backup.service",
+        "mss-backup.timer",
+        "mss-backup-drill.service",
+        "mss-backup-drill.timer",
+    ]
+    .iter()
+    .map(|n| units.join(n).to_str().unwrap().to_string())
+    .collect();
+    let mut args = vec!["verify", "--man=no"];
+    args.extend(all.iter().map(String::as_str));
+    let verify = systemd_analyze(&args);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&verify.stderr),
+        "",
+        "systemd-analyze verify warned"
+    );
+    assert!(systemd_analyze(&["calendar", "monthly"]).status.success());
+    // The drill's service reads the env file, so it sees the stick.
+    assert!(
+        fs::read_to_string(&env_file)
+            .unwrap()
+            .contains(&format!("MSS_BACKUP_USB_PATH='{}'", stick.display()))
+    );
+
+    let status = stdout(&env.run(&["schedule", "status"]));
+    assert!(
+        status.contains(&format!(
+            "mss-backup-drill.timer: {} (monthly: verify --from usb:latest)",
+            timer.display()
+        )),
+        "{status}"
+    );
+    env.expect(&["schedule", "remove"], 0);
+    for unit in &all {
+        assert!(!std::path::Path::new(unit).exists(), "{unit} removed");
+    }
+    let status = stdout(&env.run(&["schedule", "status"]));
+    assert!(
+        status.contains("mss-backup-drill.timer: not installed"),
+        "{status}"
+    );
+}
