@@ -160,7 +160,7 @@ fn list_target() -> clap::builder::PossibleValuesParser {
         .into()
 }
 
-/// A kind of offsite target, for `copy`.
+/// A kind of offsite target, for `copy` and `schedule install --drill`.
 fn copy_target() -> clap::builder::PossibleValuesParser {
     crate::targets::kind_names().collect::<Vec<_>>().into()
 }
@@ -210,8 +210,11 @@ pub enum ScheduleCommand {
         /// ones it held (by default they are kept and the shell's go on top).
         #[arg(long)]
         replace: bool,
+        /// Also a monthly offsite drill of this target (usb, rsync or s3): a second timer that runs `verify --from KIND:latest`.
+        #[arg(long, value_name = "KIND", value_parser = copy_target())]
+        drill: Option<String>,
     },
-    /// Disable the timer and remove the units (the env file stays).
+    /// Disable the timers and remove the units, the drill's too (the env file stays).
     Remove,
     /// Show the units, the next run and the last result; exit 1 if not installed.
     Status,

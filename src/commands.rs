@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Local};
 use mss_backup_core::backup::{self, Destination, Plan};
+use mss_backup_core::drill::{self, Drill, DrillResult};
 use mss_backup_core::lock::LockError;
 use mss_backup_core::name::{LATEST, LATEST_AGE};
 use mss_backup_core::sample::{self, SampleSpec};
@@ -121,9 +122,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn schedule(settings: &Settings, command: ScheduleCommand) -> Result<ExitCode> {
     match command {
-        ScheduleCommand::Install { at, replace } => {
-            crate::schedule::install(settings, &config::process_env(), &at, replace)?
-        }
+        ScheduleCommand::Install { at, replace, drill } => crate::schedule::install(
+            settings,
+            &config::process_env(),
+            &at,
+            replace,
+            drill.as_deref(),
+        )?,
         ScheduleCommand::Remove => crate::schedule::remove(settings)?,
         ScheduleCommand::Status => {
             if !crate::schedule::status(settings)? {
@@ -474,8 +479,17 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
         );
         return Ok(ExitCode::from(EXIT_FAILED));
     };
+    let drills_file = settings.backup_dir.join(drill::DRILLS_FILE);
+    let drills = drill::read(&settings.backup_dir)
+        .with_context(|| format!("cannot read {}", drills_file.display()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // The status document, with each target's last drill beside it
+        // (kept in drills.json, which backups do not rewrite).
+        let mut document = serde_json::to_value(&report)?;
+        if let Some(fields) = document.as_object_mut() {
+            fields.insert("drills".into(), serde_json::to_value(&drills)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
         let word = match report.status {
             Outcome::Success => "success",
@@ -511,6 +525,23 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
                 held.archive,
                 held.files,
                 human_bytes(held.size_bytes)
+            );
+        }
+        if drills.is_empty() {
+            println!(
+                "  drills: none yet (`mss-backup verify --from KIND:latest` reads an offsite copy back)"
+            );
+        }
+        for (target, drill) in &drills {
+            let word = match drill.result {
+                DrillResult::Success => "ok",
+                DrillResult::Failure => "FAILED",
+            };
+            println!(
+                "  drill {target}: {word}, finished {}, {} — {}",
+                drill.finished_at,
+                drill.backup.as_deref().unwrap_or("no backup read"),
+                drill.detail
             );
         }
     }
@@ -606,6 +637,64 @@ fn verify_offsite(settings: &Settings, from: &str) -> Result<ExitCode> {
     let Some(_lock) = take_lock(&settings.backup_dir)? else {
         return Ok(ExitCode::from(EXIT_LOCKED));
     };
+    crate::logging::to_backup_log(&settings.backup_dir)
+        .with_context(|| format!("cannot open the log in {}", settings.backup_dir.display()))?;
+    let mut drill = Drill {
+        finished_at: String::new(),
+        backup: None,
+        result: DrillResult::Failure,
+        detail: String::new(),
+    };
+    let result = drill_target(settings, target.as_ref(), name, &mut drill);
+    let code = match &result {
+        Ok(code) => *code,
+        Err(e) => {
+            drill.detail = format!("{e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    };
+    // An interrupted drill says nothing about the copy: not recorded.
+    if code != ExitCode::SUCCESS && crate::interrupted::received().is_some() {
+        return result;
+    }
+    drill.finished_at = Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    drill.result = if code == ExitCode::SUCCESS {
+        DrillResult::Success
+    } else {
+        DrillResult::Failure
+    };
+    let backup = drill.backup.as_deref().unwrap_or("no backup");
+    match drill.result {
+        DrillResult::Success => tracing::info!(
+            "drill of {}: {backup} reads back whole: {}",
+            target.name(),
+            drill.detail
+        ),
+        DrillResult::Failure => tracing::error!(
+            "drill of {} FAILED ({backup}): {}",
+            target.name(),
+            drill.detail
+        ),
+    }
+    // A drill whose result `status` cannot show has not told anyone
+    // anything: not being able to record it is an error.
+    drill::record(&settings.backup_dir, target.name(), drill).with_context(|| {
+        format!(
+            "cannot record the drill in {}",
+            settings.backup_dir.join(drill::DRILLS_FILE).display()
+        )
+    })?;
+    result
+}
+
+/// The drill proper, under the lock: finds the backup on `target`, fetches
+/// it into a private temp dir and checks it, filling in `drill` as it goes.
+fn drill_target(
+    settings: &Settings,
+    target: &dyn Target,
+    name: &str,
+    drill: &mut Drill,
+) -> Result<ExitCode> {
     target.preflight()?;
     let names = target.list()?;
     let wanted = if name == "latest" {
@@ -620,9 +709,11 @@ fn verify_offsite(settings: &Settings, from: &str) -> Result<ExitCode> {
         })
     };
     let Some(wanted) = wanted else {
-        eprintln!("Verify FAILED: {}: no backup named {name}", target.name());
+        drill.detail = format!("{}: no backup named {name}", target.name());
+        eprintln!("Verify FAILED: {}", drill.detail);
         return Ok(ExitCode::from(EXIT_FAILED));
     };
+    drill.backup = Some(wanted.to_string());
     let scratch = tempfile::Builder::new()
         .prefix(".mss-backup-drill-")
         .tempdir_in(&settings.backup_dir)
@@ -643,12 +734,17 @@ fn verify_offsite(settings: &Settings, from: &str) -> Result<ExitCode> {
                     "the drill stopped while fetching; its temp copy was removed",
                 ));
             }
+            drill.detail = e.to_string();
             eprintln!("Verify FAILED: {e}");
             return Ok(ExitCode::from(EXIT_FAILED));
         }
     };
     let path = fetched.display().to_string();
-    let code = verify_archive(settings, Some(&path))?;
+    let code = check_archive(settings, Some(&path), &mut drill.detail)?;
+    // The temp dir is gone after the drill; its path would only confuse.
+    drill.detail = drill
+        .detail
+        .replace(&format!("{}/", scratch.path().display()), "");
     if code == ExitCode::SUCCESS {
         println!("Drill OK: {wanted} on {} reads back whole", target.name());
     }
@@ -656,6 +752,16 @@ fn verify_offsite(settings: &Settings, from: &str) -> Result<ExitCode> {
 }
 
 fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode> {
+    check_archive(settings, archive, &mut String::new())
+}
+
+/// [`verify_archive`], leaving in `detail` what was checked or what was
+/// wrong, for a drill's record.
+fn check_archive(
+    settings: &Settings,
+    archive: Option<&str>,
+    detail: &mut String,
+) -> Result<ExitCode> {
     // An archive named by its path may be anywhere (a stick, a download);
     // the others are in the backup dir, which must be readable.
     if !archive.is_some_and(|a| a.contains('/')) {
@@ -679,6 +785,7 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
         if settings.raw("identity_file")?.is_none() {
             return Ok(match verify::check_sidecar(&path) {
                 Ok((path, _)) => {
+                    *detail = "sha256 matches its checksum file; the contents are encrypted and were not checked (MSS_BACKUP_IDENTITY_FILE is not set)".into();
                     println!(
                         "Checked {}: sha256 matches its checksum file. Its contents are encrypted and were not checked (set MSS_BACKUP_IDENTITY_FILE to check every file and the database too)",
                         path.display()
@@ -692,6 +799,7 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
                         "verify stopped before the end; the archive is untouched",
                     ),
                     None => {
+                        *detail = e.to_string();
                         eprintln!("Verify FAILED: {e}");
                         ExitCode::from(EXIT_FAILED)
                     }
@@ -709,6 +817,7 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
                         "verify stopped while decrypting; the decrypted copy was removed, the archive is untouched",
                     ));
                 }
+                *detail = format!("{e:#}");
                 eprintln!("Verify FAILED: {e:#}");
                 return Ok(ExitCode::from(EXIT_FAILED));
             }
@@ -726,9 +835,8 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
     let progress = crate::progress::for_stderr();
     match verify::verify_with(plain, scratch.path(), progress.as_ref()) {
         Ok(v) => {
-            println!(
-                "Verified {}: sha256 matches its checksum file{}, {} files match MANIFEST.sha256, database integrity_check ok ({} pages, user_version {})",
-                path.display(),
+            *detail = format!(
+                "sha256 matches its checksum file{}, {} files match MANIFEST.sha256, database integrity_check ok ({} pages, user_version {})",
                 if opened.is_some() {
                     ", age decryption authenticated every chunk"
                 } else {
@@ -738,6 +846,7 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
                 v.db.page_count,
                 v.db.user_version
             );
+            println!("Verified {}: {detail}", path.display());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -755,6 +864,7 @@ fn verify_archive(settings: &Settings, archive: Option<&str>) -> Result<ExitCode
                     },
                 ));
             }
+            *detail = e.to_string();
             eprintln!("Verify FAILED: {e}");
             Ok(ExitCode::from(EXIT_FAILED))
         }

@@ -4,6 +4,11 @@
 //! shell's environment, so the variables that switch targets on (and the
 //! S3 credentials) are written to `~/.config/mss-backup/env` (0600), which
 //! the service reads with `EnvironmentFile=` and manual runs read too.
+//!
+//! With `--drill KIND`, a second pair of units reads one offsite target's
+//! newest copy back once a month (`verify --from KIND:latest`): a copy
+//! nobody has read back is a hope, not a backup. Its result is in
+//! `drills.json`, which `status` shows, and in `backup.log`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,11 @@ use crate::config::{self, ConfigError, Env, Settings};
 
 pub const SERVICE: &str = "mss-backup.service";
 pub const TIMER: &str = "mss-backup.timer";
+pub const DRILL_SERVICE: &str = "mss-backup-drill.service";
+pub const DRILL_TIMER: &str = "mss-backup-drill.timer";
+/// Spreads the drills of many VMs over the first hour of the month, still
+/// well before the nightly backup's default 03:15.
+const DRILL_DELAY: &str = "1h";
 
 /// Where user units live.
 pub fn unit_dir(home: &Path) -> PathBuf {
@@ -67,6 +77,43 @@ pub fn timer_unit(calendar: &str, random_delay: Option<&str>) -> String {
     }
     unit.push_str("\n[Install]\nWantedBy=timers.target\n");
     unit
+}
+
+/// The drill's service: one `verify --from KIND:latest`, with the nightly
+/// run's settings. `After=` the backup, so when both are caught up at boot
+/// the backup goes first and the drill reads the newest copy (and neither
+/// finds the other holding the lock at its start).
+pub fn drill_service_unit(exe: &Path, env_file: &Path, kind: &str) -> String {
+    format!(
+        "[Unit]\n\
+         Description=MSS offsite drill of {kind} (mss-backup verify --from)\n\
+         After={SERVICE}\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         ExecStart={exe} verify --from {kind}:latest\n\
+         EnvironmentFile=-{env}\n\
+         Nice=10\n\
+         IOSchedulingClass=idle\n",
+        exe = exe.display(),
+        env = env_file.display()
+    )
+}
+
+/// The drill's timer: monthly, caught up at boot if missed.
+pub fn drill_timer_unit() -> String {
+    format!(
+        "[Unit]\n\
+         Description=Monthly MSS offsite drill\n\
+         \n\
+         [Timer]\n\
+         OnCalendar=monthly\n\
+         Persistent=true\n\
+         RandomizedDelaySec={DRILL_DELAY}\n\
+         \n\
+         [Install]\n\
+         WantedBy=timers.target\n"
+    )
 }
 
 /// Whether `schedule install` writes a variable into the environment file:
@@ -179,17 +226,42 @@ fn systemctl(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn enable_commands() -> String {
+fn enable_commands(drill: bool) -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "$USER".to_string());
+    let timers = if drill {
+        format!("{TIMER} {DRILL_TIMER}")
+    } else {
+        TIMER.to_string()
+    };
     format!(
-        "  systemctl --user daemon-reload\n  systemctl --user enable --now {TIMER}\n  loginctl enable-linger {user}    # so it runs without a login session\n"
+        "  systemctl --user daemon-reload\n  systemctl --user enable --now {timers}\n  loginctl enable-linger {user}    # so it runs without a login session\n"
     )
 }
 
 /// `schedule install`: writes the env file and both units, then enables the
-/// timer where a user systemd is reachable.
-pub fn install(settings: &Settings, shell: &Env, at: &str, replace: bool) -> Result<()> {
+/// timer where a user systemd is reachable; with `drill`, the drill's pair
+/// too, once that target is known to be configured.
+pub fn install(
+    settings: &Settings,
+    shell: &Env,
+    at: &str,
+    replace: bool,
+    drill: Option<&str>,
+) -> Result<()> {
     let calendar = on_calendar(at)?;
+    // Before anything is written: a drill of a target that is not
+    // configured would fail every month, unseen until someone looks.
+    if let Some(kind) = drill {
+        let what = format!("schedule install --drill {kind}");
+        crate::targets::kind(kind)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "--drill {kind}: no such target (use one of {})",
+                    crate::targets::kind_names().collect::<Vec<_>>().join(", ")
+                ))
+            })?
+            .enabled(settings, &what)?;
+    }
     let random_delay = settings.string("random_delay")?;
     let exe = std::env::current_exe()
         .and_then(|p| p.canonicalize())
@@ -214,6 +286,22 @@ pub fn install(settings: &Settings, shell: &Env, at: &str, replace: bool) -> Res
     )
     .with_context(|| format!("cannot write {}", timer.display()))?;
     println!("Wrote {} and {}", service.display(), timer.display());
+    if let Some(kind) = drill {
+        let drill_service = units.join(DRILL_SERVICE);
+        let drill_timer = units.join(DRILL_TIMER);
+        mss_backup_core::durable::write_atomic(
+            &drill_service,
+            drill_service_unit(&exe, &env_file, kind).as_bytes(),
+        )
+        .with_context(|| format!("cannot write {}", drill_service.display()))?;
+        mss_backup_core::durable::write_atomic(&drill_timer, drill_timer_unit().as_bytes())
+            .with_context(|| format!("cannot write {}", drill_timer.display()))?;
+        println!(
+            "Wrote {} and {}: a monthly drill of {kind} (verify --from {kind}:latest)",
+            drill_service.display(),
+            drill_timer.display()
+        );
+    }
     println!(
         "Wrote {} ({} variables, 0600): the nightly run sees these settings{}",
         env_file.display(),
@@ -231,10 +319,14 @@ pub fn install(settings: &Settings, shell: &Env, at: &str, replace: bool) -> Res
         systemctl(&["daemon-reload"])?;
         systemctl(&["enable", "--now", TIMER])?;
         println!("Enabled {TIMER}: next run at {calendar} (`mss-backup schedule status` shows it)");
+        if drill.is_some() {
+            systemctl(&["enable", "--now", DRILL_TIMER])?;
+            println!("Enabled {DRILL_TIMER}: monthly, in the first hour of the month");
+        }
         println!("For runs without a login session: loginctl enable-linger $USER");
     } else {
         println!("No user systemd is reachable from here; to enable the timer run:");
-        print!("{}", enable_commands());
+        print!("{}", enable_commands(drill.is_some()));
     }
     Ok(())
 }
@@ -243,14 +335,17 @@ fn durable_parent(path: &Path) -> &Path {
     mss_backup_core::durable::parent_dir(path)
 }
 
-/// `schedule remove`: disables the timer and removes both units. The env
-/// file stays: manual runs still read it.
+/// `schedule remove`: disables the timers and removes the units, the
+/// drill's too. The env file stays: manual runs still read it.
 pub fn remove(settings: &Settings) -> Result<()> {
     let units = unit_dir(&settings.home);
     if user_systemd_reachable() {
         let _ = systemctl(&["disable", "--now", TIMER]);
+        if units.join(DRILL_TIMER).exists() {
+            let _ = systemctl(&["disable", "--now", DRILL_TIMER]);
+        }
     }
-    for name in [TIMER, SERVICE] {
+    for name in [TIMER, SERVICE, DRILL_TIMER, DRILL_SERVICE] {
         let path = units.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => println!("Removed {}", path.display()),
@@ -309,7 +404,46 @@ pub fn status(settings: &Settings) -> Result<bool> {
         ),
         None => println!("last run: none yet"),
     }
+    drill_status(settings, &units)?;
     Ok(ok)
+}
+
+/// The drill's part of `schedule status`; it is optional, so its absence
+/// is said but is not a failure.
+fn drill_status(settings: &Settings, units: &Path) -> Result<()> {
+    let service = std::fs::read_to_string(units.join(DRILL_SERVICE)).unwrap_or_default();
+    let command = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|l| l.split_once(" verify "))
+        .map(|(_, args)| format!("verify {args}"));
+    match command {
+        Some(command) if units.join(DRILL_TIMER).is_file() => {
+            println!(
+                "{DRILL_TIMER}: {} (monthly: {command})",
+                units.join(DRILL_TIMER).display()
+            );
+            if user_systemd_reachable() {
+                let out = Command::new("systemctl")
+                    .args(["--user", "list-timers", DRILL_TIMER, "--no-pager"])
+                    .output()
+                    .context("cannot run systemctl")?;
+                print!("{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        _ => println!(
+            "{DRILL_TIMER}: not installed (`mss-backup schedule install --drill KIND` adds a monthly offsite drill)"
+        ),
+    }
+    for (target, drill) in mss_backup_core::drill::read(&settings.backup_dir)? {
+        println!(
+            "last drill of {target}: {:?}, finished {}, {}",
+            drill.result,
+            drill.finished_at,
+            drill.backup.as_deref().unwrap_or("no backup read")
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

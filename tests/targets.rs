@@ -55,7 +55,7 @@ impl Stick {
     }
 
     /// A tmpfs of its own, `size` big (for the free-space check).
-    fn tmpfs(size: &str) -> Self {
+    pub(crate) fn tmpfs(size: &str) -> Self {
         let mount_dir = tempfile::tempdir().unwrap();
         let path = mount_dir.path().join("stick");
         fs::create_dir(&path).unwrap();
