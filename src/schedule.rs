@@ -22,8 +22,8 @@ pub const SERVICE: &str = "mss-backup.service";
 pub const TIMER: &str = "mss-backup.timer";
 pub const DRILL_SERVICE: &str = "mss-backup-drill.service";
 pub const DRILL_TIMER: &str = "mss-backup-drill.timer";
-/// Spreads the drills of many VMs over the first hour of the month, still
-/// well before the nightly backup's default 03:15.
+/// Spreads the drills of many VMs over an hour, still eleven hours clear of
+/// the nightly backup (see `drill_calendar`).
 const DRILL_DELAY: &str = "1h";
 
 /// Where user units live.
@@ -100,14 +100,25 @@ pub fn drill_service_unit(exe: &Path, env_file: &Path, kind: &str) -> String {
     )
 }
 
-/// The drill's timer: monthly, caught up at boot if missed.
-pub fn drill_timer_unit() -> String {
+/// The drill's calendar: the 1st of each month, twelve hours away from the
+/// nightly backup at `at` (HH:MM), so a drill holding the run lock never
+/// makes a night's backup exit 75 ("already running").
+pub fn drill_calendar(at: &str) -> Result<String, ConfigError> {
+    on_calendar(at)?;
+    let (h, m) = at.split_once(':').unwrap_or(("3", "15"));
+    let h: u32 = h.parse().unwrap_or(3);
+    let m: u32 = m.parse().unwrap_or(15);
+    Ok(format!("*-*-01 {:02}:{m:02}:00", (h + 12) % 24))
+}
+
+/// The drill's timer: monthly at `calendar`, caught up at boot if missed.
+pub fn drill_timer_unit(calendar: &str) -> String {
     format!(
         "[Unit]\n\
          Description=Monthly MSS offsite drill\n\
          \n\
          [Timer]\n\
-         OnCalendar=monthly\n\
+         OnCalendar={calendar}\n\
          Persistent=true\n\
          RandomizedDelaySec={DRILL_DELAY}\n\
          \n\
@@ -294,8 +305,11 @@ pub fn install(
             drill_service_unit(&exe, &env_file, kind).as_bytes(),
         )
         .with_context(|| format!("cannot write {}", drill_service.display()))?;
-        mss_backup_core::durable::write_atomic(&drill_timer, drill_timer_unit().as_bytes())
-            .with_context(|| format!("cannot write {}", drill_timer.display()))?;
+        mss_backup_core::durable::write_atomic(
+            &drill_timer,
+            drill_timer_unit(&drill_calendar(at)?).as_bytes(),
+        )
+        .with_context(|| format!("cannot write {}", drill_timer.display()))?;
         println!(
             "Wrote {} and {}: a monthly drill of {kind} (verify --from {kind}:latest)",
             drill_service.display(),
@@ -321,7 +335,10 @@ pub fn install(
         println!("Enabled {TIMER}: next run at {calendar} (`mss-backup schedule status` shows it)");
         if drill.is_some() {
             systemctl(&["enable", "--now", DRILL_TIMER])?;
-            println!("Enabled {DRILL_TIMER}: monthly, in the first hour of the month");
+            println!(
+                "Enabled {DRILL_TIMER}: monthly, on the 1st at {}, twelve hours from the nightly run",
+                drill_calendar(at)?
+            );
         }
         println!("For runs without a login session: loginctl enable-linger $USER");
     } else {
