@@ -14,7 +14,7 @@ use mss_backup_core::name::{LATEST, LATEST_AGE};
 use mss_backup_core::sample::{self, SampleSpec};
 use mss_backup_core::seal;
 use mss_backup_core::status::{self, Outcome, RunStatus};
-use mss_backup_core::{ArtifactName, RetentionPolicy, Target, verify};
+use mss_backup_core::{RetentionPolicy, Target, verify};
 use mss_backup_target_local::{DirTarget, local};
 
 use crate::cli::{Cli, Command, ConfigCommand, Global, ScheduleCommand, UsbCommand};
@@ -697,17 +697,7 @@ fn drill_target(
 ) -> Result<ExitCode> {
     target.preflight()?;
     let names = target.list()?;
-    let wanted = if name == "latest" {
-        names.iter().max().cloned()
-    } else {
-        ArtifactName::parse(name).and_then(|wanted| {
-            names
-                .iter()
-                .find(|n| **n == wanted)
-                .or_else(|| names.iter().find(|n| n.plain() == wanted.plain()))
-                .cloned()
-        })
-    };
+    let wanted = mss_backup_core::name::find(&names, name);
     let Some(wanted) = wanted else {
         drill.detail = format!("{}: no backup named {name}", target.name());
         eprintln!("Verify FAILED: {}", drill.detail);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::Local;
 use mss_backup_core::restore::{self, Mode, RestorePlan, Staged, SwapError, Swapped};
-use mss_backup_core::{ArtifactName, seal};
+use mss_backup_core::seal;
 
 use crate::cli::RestoreWhat;
 use crate::commands::{human_bytes, parse_duration, resolve_archive};
@@ -135,19 +135,7 @@ fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
     let target = crate::fleet::only_machine(enabled.destination.target, &format!("{kind}:{name}"))?;
     target.preflight()?;
     let names = target.list()?;
-    let wanted = if name == "latest" {
-        names.iter().max().cloned()
-    } else {
-        // NAME.tar.gz and NAME.tar.gz.age are the same backup: the exact
-        // spelling if it is there, else the other.
-        ArtifactName::parse(name).and_then(|asked| {
-            names
-                .iter()
-                .filter(|n| n.same_backup(&asked))
-                .max_by_key(|n| **n == asked)
-                .cloned()
-        })
-    };
+    let wanted = mss_backup_core::name::find(&names, name);
     let Some(wanted) = wanted else {
         bail!(
             "no backup named {name} on {} (see `mss-backup list --target {kind}`)",

@@ -1121,6 +1121,25 @@ fn verify_from_s3_drills_the_offsite_copy_and_refuses_a_damaged_one() {
     assert_eq!(after, before, "no temp copy left");
 }
 
+/// The gateway with a new, empty bucket of its own, for tests that look at
+/// everything under `mss/` (the shared bucket holds other tests' machines).
+fn own_bucket(tag: &str) -> Rgw {
+    let mut rgw = rgw();
+    rgw.bucket = unique(tag);
+    let (code, body) = rgw.curl(&["-X", "PUT"], "");
+    assert_eq!(code, 200, "creating bucket {}: {body}", rgw.bucket);
+    rgw
+}
+
+/// The S3 settings of `rgw`, without a prefix: the default mss/<server id>/.
+fn s3_settings_without_prefix(rgw: &Rgw, env: &mut TestEnv) {
+    for (key, value) in s3_env(rgw, "x/").vars {
+        if key.starts_with("MSS_BACKUP_S3_") && key != "MSS_BACKUP_S3_PREFIX" {
+            env.set(&key, &value);
+        }
+    }
+}
+
 /// Rows of a table, as text, for comparing databases by content.
 fn table_rows(db: &Path, table: &str) -> Vec<String> {
     let conn =
@@ -1151,17 +1170,8 @@ fn table_rows(db: &Path, table: &str) -> Vec<String> {
 /// no complete backup, exit 1.
 #[test]
 fn a_new_vm_restores_from_s3_and_the_fleet_shows_every_machine() {
-    let mut rgw = rgw();
-    rgw.bucket = unique("fleet");
-    let (code, body) = rgw.curl(&["-X", "PUT"], "");
-    assert_eq!(code, 200, "creating bucket {}: {body}", rgw.bucket);
-    let s3_vars = |env: &mut TestEnv| {
-        for (key, value) in s3_env(&rgw, "x/").vars {
-            if key.starts_with("MSS_BACKUP_S3_") && key != "MSS_BACKUP_S3_PREFIX" {
-                env.set(&key, &value);
-            }
-        }
-    };
+    let rgw = own_bucket("fleet");
+    let s3_vars = |env: &mut TestEnv| s3_settings_without_prefix(&rgw, env);
 
     // The machine that will be lost: backs up under mss/<its server id>/.
     let mut old = TestEnv::new();
@@ -1310,17 +1320,8 @@ fn a_new_vm_restores_from_s3_and_the_fleet_shows_every_machine() {
 /// finds the machine, decrypts and restores it whole.
 #[test]
 fn a_new_vm_restores_an_encrypted_bucket_with_the_identity() {
-    let mut rgw = rgw();
-    rgw.bucket = unique("fleet-age");
-    let (code, body) = rgw.curl(&["-X", "PUT"], "");
-    assert_eq!(code, 200, "creating bucket {}: {body}", rgw.bucket);
-    let s3_vars = |env: &mut TestEnv| {
-        for (key, value) in s3_env(&rgw, "x/").vars {
-            if key.starts_with("MSS_BACKUP_S3_") && key != "MSS_BACKUP_S3_PREFIX" {
-                env.set(&key, &value);
-            }
-        }
-    };
+    let rgw = own_bucket("fleet-age");
+    let s3_vars = |env: &mut TestEnv| s3_settings_without_prefix(&rgw, env);
     let mut old = TestEnv::new();
     s3_vars(&mut old);
     let (identity, public) = crate::encrypt::keygen(&old);

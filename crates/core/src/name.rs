@@ -32,6 +32,21 @@ pub struct ArtifactName {
     encrypted: bool,
 }
 
+/// The backup `name` asks for among `names` (what a target lists):
+/// `latest` is the newest; otherwise NAME.tar.gz and NAME.tar.gz.age are the
+/// same backup, the exact spelling preferred when both are there.
+pub fn find(names: &[ArtifactName], name: &str) -> Option<ArtifactName> {
+    if name == "latest" {
+        return names.iter().max().cloned();
+    }
+    let asked = ArtifactName::parse(name)?;
+    names
+        .iter()
+        .filter(|n| n.same_backup(&asked))
+        .max_by_key(|n| **n == asked)
+        .cloned()
+}
+
 impl ArtifactName {
     /// The name for a backup started at `time` (sub-second part dropped).
     pub fn at(time: NaiveDateTime) -> Self {
@@ -142,6 +157,29 @@ impl NanosecondZero for NaiveDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_takes_latest_and_either_spelling_of_a_backup() {
+        let names: Vec<ArtifactName> = [
+            "mss-backup-2026-01-01_031500.tar.gz",
+            "mss-backup-2026-01-02_031500.tar.gz.age",
+            "mss-backup-2026-01-03_031500.tar.gz",
+        ]
+        .iter()
+        .map(|n| ArtifactName::parse(n).unwrap())
+        .collect();
+        let found = |name: &str| find(&names, name).map(|n| n.file_name());
+        assert_eq!(
+            found("latest").as_deref(),
+            Some("mss-backup-2026-01-03_031500.tar.gz")
+        );
+        assert_eq!(
+            found("mss-backup-2026-01-02_031500.tar.gz").as_deref(),
+            Some("mss-backup-2026-01-02_031500.tar.gz.age")
+        );
+        assert_eq!(found("mss-backup-2025-01-01_000000.tar.gz"), None);
+        assert_eq!(found("not-a-backup"), None);
+    }
 
     #[test]
     fn round_trips_and_orders_by_timestamp() {

@@ -431,6 +431,18 @@ impl Config {
     }
 }
 
+/// The complete backups among object names: ours, with their sidecar,
+/// oldest first.
+fn complete_backups(names: &BTreeSet<String>) -> Vec<ArtifactName> {
+    let mut backups: Vec<ArtifactName> = names
+        .iter()
+        .filter_map(|n| ArtifactName::parse(n))
+        .filter(|n| names.contains(&n.sidecar_name()))
+        .collect();
+    backups.sort_unstable();
+    backups
+}
+
 fn check_endpoint(endpoint: &str) -> Result<(), ConfigError> {
     let Some(rest) = endpoint
         .strip_prefix("https://")
@@ -558,13 +570,7 @@ impl S3Target {
                 continue;
             };
             let prefix = format!("{MACHINES_ROOT}{id}/");
-            let names = self.names_under(&prefix).await?;
-            let mut backups: Vec<ArtifactName> = names
-                .iter()
-                .filter_map(|n| ArtifactName::parse(n))
-                .filter(|n| names.contains(&n.sidecar_name()))
-                .collect();
-            backups.sort_unstable();
+            let backups = complete_backups(&self.names_under(&prefix).await?);
             let newest_size = match backups.last() {
                 Some(newest) => self
                     .operator
@@ -872,13 +878,7 @@ impl Target for S3Target {
             .runtime
             .block_on(self.names_under(prefix))
             .map_err(|f| self.error(format!("listing {prefix}"), f))?;
-        let mut backups: Vec<ArtifactName> = names
-            .iter()
-            .filter_map(|n| ArtifactName::parse(n))
-            .filter(|n| names.contains(&n.sidecar_name()))
-            .collect();
-        backups.sort_unstable();
-        Ok(backups)
+        Ok(complete_backups(&names))
     }
 
     /// Downloads the sidecar and the archive into `dest_dir` through hidden
