@@ -5,6 +5,7 @@
 
 use std::fs;
 
+use crate::schedule::systemd_analyze;
 use crate::support::*;
 use crate::targets::Stick;
 
@@ -87,13 +88,6 @@ fn status_shows_each_targets_last_drill_and_a_backup_keeps_it() {
 /// What `status --json` prints (not the file alone: the drills are beside it).
 fn status_json(env: &TestEnv) -> serde_json::Value {
     serde_json::from_str(&stdout(&env.expect(&["status", "--json"], 0))).unwrap()
-}
-
-fn systemd_analyze(args: &[&str]) -> std::process::Output {
-    std::process::Command::new("systemd-analyze")
-        .args(args)
-        .output()
-        .expect("systemd-analyze must be installed (Debian package systemd)")
 }
 
 #[test]

@@ -8,18 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::support::*;
 
-/// The `doctor` line for the check `name` (the name column is 12 wide).
-fn doctor_line(text: &str, name: &str) -> String {
-    let padded = format!("{name:<12} ");
-    text.lines()
-        .find(|l| {
-            l.split_once(' ')
-                .is_some_and(|(_, rest)| rest.starts_with(&padded))
-        })
-        .unwrap_or_else(|| panic!("no {name} line in:\n{text}"))
-        .to_string()
-}
-
 #[test]
 fn doctor_names_a_timer_that_runs_another_or_a_missing_binary() {
     let env = TestEnv::new();

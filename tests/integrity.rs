@@ -138,6 +138,19 @@ fn a_plain_tar_restore_into_cloud_data_does_not_poison_later_backups() {
 
 // ------------------------------------------------- fetched copies
 
+/// `restore WHAT --from FROM`, which must fail (exit 1) with exactly one
+/// line saying a copy does not match its checksum; that line.
+fn refused_restore(env: &TestEnv, what: &str, from: &str) -> String {
+    let out = env.expect(&["restore", what, "--from", from, "--yes", "--no-stop"], 1);
+    let err = stderr(&out);
+    let failed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("does not match its checksum"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{err}");
+    failed[0].to_string()
+}
+
 /// A copy that rotted on the stick is never brought in under a backup's
 /// name: the restore fails in one line naming the stick and the backup,
 /// and the archive dir holds neither the copy nor a hidden leftover.
@@ -150,30 +163,13 @@ fn restore_from_a_rotted_usb_copy_is_refused_and_nothing_gets_its_name() {
     rot(&stick.path.join("mss-backup").join(&name));
     fs::remove_dir_all(env.archive_dir()).unwrap();
 
-    let out = env.expect(
-        &[
-            "restore",
-            "sounds",
-            "--from",
-            "usb:latest",
-            "--yes",
-            "--no-stop",
-        ],
-        1,
-    );
-    let err = stderr(&out);
-    let failed: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("does not match its checksum"))
-        .collect();
-    assert_eq!(failed.len(), 1, "{}", stderr(&out));
+    let failed = refused_restore(&env, "sounds", "usb:latest");
     assert!(
-        failed[0].starts_with(&format!(
+        failed.starts_with(&format!(
             "Restore FAILED: usb:{}: {name} does not match its checksum",
             stick.path.display()
-        )) && failed[0].contains("removed"),
-        "{}",
-        failed[0]
+        )) && failed.contains("removed"),
+        "{failed}"
     );
     assert_eq!(
         entries(&env.archive_dir()),
@@ -256,27 +252,10 @@ fn restore_from_a_rotted_rsync_copy_is_refused_and_nothing_gets_its_name() {
     rot(&remote.dir.join(&name));
     fs::remove_dir_all(env.archive_dir()).unwrap();
 
-    let out = env.expect(
-        &[
-            "restore",
-            "db",
-            "--from",
-            "rsync:latest",
-            "--yes",
-            "--no-stop",
-        ],
-        1,
-    );
-    let err = stderr(&out);
-    let failed: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("does not match its checksum"))
-        .collect();
-    assert_eq!(failed.len(), 1, "{}", stderr(&out));
+    let failed = refused_restore(&env, "db", "rsync:latest");
     assert!(
-        failed[0].starts_with("Restore FAILED: rsync:") && failed[0].contains(&name),
-        "{}",
-        failed[0]
+        failed.starts_with("Restore FAILED: rsync:") && failed.contains(&name),
+        "{failed}"
     );
     assert_eq!(entries(&env.archive_dir()), Vec::<String>::new());
 }

@@ -63,16 +63,6 @@ fn a_failed_offsite_copy_says_the_local_backup_is_fine() {
     );
 }
 
-fn doctor_line<'a>(text: &'a str, name: &str) -> &'a str {
-    let padded = format!("{name:<12} ");
-    text.lines()
-        .find(|l| {
-            l.split_once(' ')
-                .is_some_and(|(_, rest)| rest.starts_with(&padded))
-        })
-        .unwrap_or_else(|| panic!("no {name} line in:\n{text}"))
-}
-
 #[test]
 fn doctor_passes_a_fresh_install_and_warns_about_an_open_config_file() {
     let env = TestEnv::new();

@@ -555,16 +555,6 @@ fn hold_lock(env: &TestEnv) -> File {
     file
 }
 
-fn doctor_line<'a>(text: &'a str, name: &str) -> &'a str {
-    let padded = format!("{name:<12} ");
-    text.lines()
-        .find(|l| {
-            l.split_once(' ')
-                .is_some_and(|(_, rest)| rest.starts_with(&padded))
-        })
-        .unwrap_or_else(|| panic!("no {name} line in:\n{text}"))
-}
-
 #[test]
 fn doctor_passes_a_good_set_up_and_says_what_is_wrong_otherwise() {
     let env = TestEnv::new();

@@ -1140,6 +1140,14 @@ fn s3_settings_without_prefix(rgw: &Rgw, env: &mut TestEnv) {
     }
 }
 
+/// The server id in `env`'s cloud-data, which names its default prefix.
+fn server_id(env: &TestEnv) -> String {
+    fs::read_to_string(env.data_dir.join("data/server_id.txt"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// Rows of a table, as text, for comparing databases by content.
 fn table_rows(db: &Path, table: &str) -> Vec<String> {
     let conn =
@@ -1176,10 +1184,7 @@ fn a_new_vm_restores_from_s3_and_the_fleet_shows_every_machine() {
     // The machine that will be lost: backs up under mss/<its server id>/.
     let mut old = TestEnv::new();
     s3_vars(&mut old);
-    let id = fs::read_to_string(old.data_dir.join("data/server_id.txt"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = server_id(&old);
     old.backup_ok();
     let tree = crate::faults::data_tree(&old.data_dir);
     let trackpacks = table_rows(&old.db_path(), "trackpacks");
@@ -1327,10 +1332,7 @@ fn a_new_vm_restores_an_encrypted_bucket_with_the_identity() {
     let (identity, public) = crate::encrypt::keygen(&old);
     old.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
     old.backup_ok();
-    let id = fs::read_to_string(old.data_dir.join("data/server_id.txt"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = server_id(&old);
     let keys = rgw.keys(&format!("mss/{id}/"));
     assert!(keys.iter().any(|k| k.ends_with(".tar.gz.age")), "{keys:?}");
     let tree = crate::faults::data_tree(&old.data_dir);

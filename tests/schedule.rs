@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn systemd_analyze(args: &[&str]) -> std::process::Output {
+pub(crate) fn systemd_analyze(args: &[&str]) -> std::process::Output {
     Command::new("systemd-analyze")
         .args(args)
         .output()

@@ -278,3 +278,14 @@ pub fn entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The `doctor` line for the check `name` (the name column is 12 wide).
+pub fn doctor_line<'a>(text: &'a str, name: &str) -> &'a str {
+    let padded = format!("{name:<12} ");
+    text.lines()
+        .find(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.starts_with(&padded))
+        })
+        .unwrap_or_else(|| panic!("no {name} line in:\n{text}"))
+}
