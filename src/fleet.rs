@@ -12,8 +12,8 @@ use chrono::Local;
 use mss_backup_core::metrics::{FleetMachine, render_fleet};
 use mss_backup_core::{Machine, Target};
 
-use crate::commands::{human_age, human_bytes};
 use crate::config::{ConfigError, Settings};
+use crate::display::{human_age, human_bytes};
 use crate::{EXIT_FAILED, targets};
 
 /// A machine's newest backup is stale when older than this (the nightly

@@ -10,22 +10,24 @@
 #[macro_use]
 mod out;
 
+mod backup_run;
 mod cli;
 mod commands;
 mod config;
 mod crypt;
-mod doctor;
+mod display;
 mod fleet;
+mod guard;
 mod interrupted;
 mod logging;
 mod manual;
 mod monitor;
 mod network;
-mod offsite_cmd;
 mod progress;
 mod registry;
-mod restore;
 mod schedule;
+mod service;
+mod source;
 mod targets;
 
 use std::io::Write;

@@ -212,6 +212,23 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The HTTP client of the binary (pings, MSS's health check): rustls on
+/// aws-lc, the crypto opendal's reqwest already brings, and the web's root
+/// certificates, so https works on a machine without a CA bundle.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::WebPki)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .build();
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .user_agent(concat!("mss-backup/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
+        .build()
+        .new_agent()
+}
+
 /// A Healthchecks-style ping URL and the client that sends to it.
 struct Ping {
     /// The URL without a trailing `/`, so suffixes append cleanly.
@@ -243,19 +260,7 @@ impl Ping {
             );
         }
         let base = url.trim_end_matches('/').to_string();
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(ureq::tls::RootCerts::WebPki)
-            .unversioned_rustls_crypto_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(PING_TIMEOUT))
-            .user_agent(concat!("mss-backup/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls)
-            .build()
-            .new_agent();
+        let agent = http_agent(PING_TIMEOUT);
         Ok(Self {
             shown: redact(&base),
             base,

@@ -283,7 +283,7 @@ fn parse_timeout(value: &str) -> Option<std::time::Duration> {
     let value = value.trim();
     let duration = match value.parse::<u64>() {
         Ok(seconds) => std::time::Duration::from_secs(seconds),
-        Err(_) => crate::commands::parse_duration(value)?,
+        Err(_) => crate::config::parse_duration(value)?,
     };
     (!duration.is_zero()).then_some(duration)
 }

@@ -7,11 +7,9 @@
 //! operator, on screen and in `backup.log`, what was restored from which
 //! backup and where the safety net is.
 
-use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use chrono::Local;
@@ -19,19 +17,14 @@ use mss_backup_core::restore::{self, Mode, RestorePlan, Staged, SwapError, Swapp
 use mss_backup_core::seal;
 
 use crate::cli::RestoreWhat;
-use crate::commands::{human_bytes, parse_duration, resolve_archive};
 use crate::config::{ConfigError, Settings};
+use crate::display::human_bytes;
+use crate::guard::{RunGuard, check_backup_dir_owner};
 use crate::interrupted;
+use crate::service::{Service, poll_health, run_hook};
+use crate::source::{Source, find_on, offsite_target};
+use crate::targets::Kind;
 use crate::{EXIT_FAILED, EXIT_LOCKED};
-
-/// Stops MSS before the swap (`MSS_BACKUP_STOP_CMD`).
-pub const DEFAULT_STOP_CMD: &str = "docker compose down";
-/// Starts MSS after it (`MSS_BACKUP_START_CMD`).
-pub const DEFAULT_START_CMD: &str = "docker compose up -d";
-/// Must answer 2xx once MSS is back (`MSS_BACKUP_HEALTH_URL`).
-pub const DEFAULT_HEALTH_URL: &str = "http://localhost:8080/api/trackpacks";
-/// How long MSS gets to answer (`MSS_BACKUP_HEALTH_TIMEOUT`).
-pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The command line of one restore.
 #[derive(Debug, Clone)]
@@ -54,92 +47,21 @@ impl RestoreWhat {
     }
 }
 
-/// How MSS is stopped, started and checked.
-#[derive(Debug, Clone)]
-struct Service {
-    stop: String,
-    start: String,
-    health: HealthUrl,
-    health_timeout: Duration,
-}
-
-impl Service {
-    fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
-        let health_text = settings
-            .string("health_url")?
-            .unwrap_or_else(|| DEFAULT_HEALTH_URL.to_string());
-        let health = HealthUrl::parse(&health_text).map_err(|reason| {
-            let what = settings
-                .raw("health_url")
-                .ok()
-                .flatten()
-                .map(|raw| raw.what)
-                .unwrap_or_else(|| format!("MSS_BACKUP_HEALTH_URL={health_text}"));
-            ConfigError(format!("{what} is not valid: {reason}"))
-        })?;
-        let health_timeout = match settings.raw("health_timeout")? {
-            None => DEFAULT_HEALTH_TIMEOUT,
-            Some(raw) => {
-                let value = raw.value.trim();
-                let parsed = if value.bytes().all(|b| b.is_ascii_digit()) {
-                    value.parse().ok().map(Duration::from_secs)
-                } else {
-                    parse_duration(value)
-                };
-                parsed.filter(|d| !d.is_zero()).ok_or_else(|| {
-                    ConfigError(format!(
-                        "{} is not valid: use seconds or a number with a unit, like 120, 90s or 3m",
-                        raw.what
-                    ))
-                })?
-            }
-        };
-        Ok(Self {
-            stop: settings
-                .string("stop_cmd")?
-                .unwrap_or_else(|| DEFAULT_STOP_CMD.to_string()),
-            start: settings
-                .string("start_cmd")?
-                .unwrap_or_else(|| DEFAULT_START_CMD.to_string()),
-            health,
-            health_timeout,
-        })
-    }
-}
-
-/// `--from s3:NAME` (or `usb:`, `rsync:`; NAME may be `latest`): the
-/// target and the name, or `None` for a local archive.
-fn offsite_source(from: &str) -> Result<Option<(&str, &str)>> {
-    match from.split_once(':') {
-        Some((kind, name)) if crate::targets::kind(kind).is_some() => {
-            if name.is_empty() {
-                Err(ConfigError(format!(
-                    "--from {from} names no backup (use {from}latest or {from}mss-backup-YYYY-MM-DD_HHMMSS.tar.gz)"
-                ))
-                .into())
-            } else {
-                Ok(Some((kind, name)))
-            }
-        }
-        _ => Ok(None),
-    }
-}
-
 /// Brings a backup from an offsite target into the local archive dir
 /// (through a partial file, checked against its sidecar by the target), or
 /// uses the local copy when the same backup is already there.
-fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
-    let enabled = crate::targets::kind(kind)
-        .ok_or_else(|| ConfigError(format!("--from {kind}:{name}: no such target")))?
-        .enabled(settings, &format!("--from {kind}:{name}"))?;
-    let target = crate::fleet::only_machine(enabled.destination.target, &format!("{kind}:{name}"))?;
-    target.preflight()?;
-    let names = target.list()?;
-    let wanted = mss_backup_core::name::find(&names, name);
-    let Some(wanted) = wanted else {
+fn fetch(settings: &Settings, kind: &Kind, name: &str) -> Result<PathBuf> {
+    let target = offsite_target(
+        settings,
+        kind,
+        name,
+        &format!("--from {}:{name}", kind.name),
+    )?;
+    let Some(wanted) = find_on(target.as_ref(), name)? else {
         bail!(
-            "no backup named {name} on {} (see `mss-backup list --target {kind}`)",
-            target.name()
+            "no backup named {name} on {} (see `mss-backup list --target {}`)",
+            target.name(),
+            kind.name
         );
     };
     let archive_dir = mss_backup_core::backup::archive_dir(&settings.backup_dir);
@@ -188,17 +110,14 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         ))
         .into());
     }
-    let offsite = offsite_source(&opts.from)?;
-    crate::commands::check_backup_dir_owner(settings)?;
-    let local_archive = if opts.from == "latest" {
-        resolve_archive(settings, None)
-    } else {
-        resolve_archive(settings, Some(&opts.from))
-    };
-    if offsite.is_none() && !local_archive.exists() {
+    let source = Source::parse(settings, &opts.from)?;
+    check_backup_dir_owner(settings)?;
+    if let Source::Local(path) = &source
+        && !path.exists()
+    {
         bail!(
             "Archive {} not found (run `mss-backup list` to see the backups)",
-            local_archive.display()
+            path.display()
         );
     }
     if !opts.dry_run && !opts.yes && !io::stdin().is_terminal() {
@@ -208,15 +127,13 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_FAILED));
     }
 
-    crate::logging::to_backup_log(&settings.backup_dir)
-        .with_context(|| format!("cannot open the log in {}", settings.backup_dir.display()))?;
-    let Some(_lock) = crate::commands::take_lock(&settings.backup_dir)? else {
+    let Some(_guard) = RunGuard::take(settings)? else {
         return Ok(ExitCode::from(EXIT_LOCKED));
     };
     // Fetched under the lock, so no backup's retention can prune the copy
     // between download and restore.
-    let archive = match offsite {
-        Some((kind, name)) => match fetch(settings, kind, name) {
+    let archive = match source {
+        Source::Offsite { kind, name } => match fetch(settings, kind, name) {
             Ok(path) => path,
             Err(e) if e.downcast_ref::<ConfigError>().is_some() => return Err(e),
             Err(e) => {
@@ -231,7 +148,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_FAILED));
             }
         },
-        None => local_archive,
+        Source::Local(path) => path,
     };
     // An encrypted backup is checked against its sidecar and decrypted to a
     // private copy before anything else: a missing or wrong identity, or a
@@ -636,196 +553,5 @@ fn shell_quote(path: &Path) -> String {
         text
     } else {
         format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
-
-/// Runs an operator command with `sh -c` in `dir`, echoing its output to
-/// stderr and the log; `Err` says how it failed.
-fn run_hook(what: &str, command: &str, dir: &Path) -> Result<(), String> {
-    tracing::info!(command, dir = %dir.display(), "restore: running the {what} command");
-    let mut sh = Command::new("sh");
-    sh.arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .stdin(Stdio::null());
-    // A signal stops the command, unless one came already: then this is
-    // the command that puts MSS back, which must run to its end.
-    let output = if interrupted::received().is_some() {
-        sh.output()
-    } else {
-        mss_backup_core::interrupt::output(&mut sh)
-    }
-    .map_err(|e| format!("could not be run: {e}"))?;
-    for stream in [&output.stdout, &output.stderr] {
-        let text = String::from_utf8_lossy(stream);
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            eprintln!("  | {line}");
-            tracing::info!("{what}: {line}");
-        }
-    }
-    if output.status.success() {
-        return Ok(());
-    }
-    let status = match output.status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => "a signal".to_string(),
-    };
-    Err(format!("failed ({status})"))
-}
-
-/// A plain `http://host[:port]/path` URL: MSS's health endpoint is local,
-/// so a TCP stream and one HTTP/1.1 request do, with no HTTP library.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct HealthUrl {
-    text: String,
-    host: String,
-    port: u16,
-    path: String,
-}
-
-impl HealthUrl {
-    fn parse(text: &str) -> Result<Self, String> {
-        if text.starts_with("https://") {
-            return Err(
-                "https is not supported for the health check; use MSS's local http:// address, like http://localhost:8080/api/trackpacks".to_string(),
-            );
-        }
-        let rest = text.strip_prefix("http://").ok_or_else(|| {
-            "it must be an http:// URL, like http://localhost:8080/api/trackpacks".to_string()
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() || authority.contains('@') {
-            return Err("it must name a host, like localhost:8080 (no user name)".to_string());
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| "its IPv6 address lacks a closing ]".to_string())?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            None => 80,
-            Some(port) => port
-                .parse()
-                .map_err(|_| format!("its port {port:?} is not a number from 1 to 65535"))?,
-        };
-        Ok(Self {
-            text: text.to_string(),
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
-    }
-}
-
-/// Asks `url` once a second until it answers 2xx (returns the status and
-/// how long it took) or `timeout` passes (returns the last answer or error).
-fn poll_health(url: &HealthUrl, timeout: Duration) -> Result<(u16, Duration), String> {
-    let started = Instant::now();
-    loop {
-        let left = timeout.saturating_sub(started.elapsed());
-        let last = match http_get_status(
-            url,
-            left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
-        ) {
-            Ok(code) if (200..300).contains(&code) => return Ok((code, started.elapsed())),
-            Ok(code) => format!("HTTP {code}"),
-            Err(e) => e,
-        };
-        tracing::info!(url = %url.text, "health check: {last}");
-        let left = timeout.saturating_sub(started.elapsed());
-        if left.is_zero() || interrupted::received().is_some() {
-            return Err(last);
-        }
-        std::thread::sleep(left.min(Duration::from_secs(1)));
-    }
-}
-
-/// One `GET`; the status code of the answer.
-fn http_get_status(url: &HealthUrl, timeout: Duration) -> Result<u16, String> {
-    let addrs: Vec<_> = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-        .collect();
-    let mut last = format!("{} has no address", url.host);
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = format!("cannot connect to {addr}: {e}"),
-        }
-    }
-    let mut stream = stream.ok_or(last)?;
-    let io_err = |e: io::Error| format!("no answer: {e}");
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    let host = if url.host.contains(':') {
-        format!("[{}]:{}", url.host, url.port)
-    } else {
-        format!("{}:{}", url.host, url.port)
-    };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mss-backup/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        url.path,
-        env!("CARGO_PKG_VERSION")
-    );
-    stream.write_all(request.as_bytes()).map_err(io_err)?;
-    // Only the status line matters.
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    while !head.contains(&b'\n') && head.len() < 4096 {
-        let n = stream.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let line = line.lines().next().unwrap_or_default();
-    let mut parts = line.split_whitespace();
-    match (
-        parts.next(),
-        parts.next().and_then(|c| c.parse::<u16>().ok()),
-    ) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/") => Ok(code),
-        _ => Err(format!("not an HTTP answer: {line:?}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn health_urls_parse_and_https_is_refused_with_a_reason() {
-        let url = HealthUrl::parse("http://localhost:8080/api/trackpacks").unwrap();
-        assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("localhost", 8080, "/api/trackpacks")
-        );
-        let url = HealthUrl::parse("http://[::1]:9000").unwrap();
-        assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("::1", 9000, "/")
-        );
-        assert_eq!(HealthUrl::parse("http://mss/").unwrap().port, 80);
-        assert!(
-            HealthUrl::parse("https://mss/")
-                .unwrap_err()
-                .contains("https")
-        );
-        assert!(HealthUrl::parse("localhost:8080").is_err());
-        assert!(HealthUrl::parse("http://mss:99999/").is_err());
     }
 }

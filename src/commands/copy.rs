@@ -1,38 +1,32 @@
-//! The on-demand side of the offsite targets: `mss-backup copy
-//! usb|rsync|s3 [ARCHIVE]` puts an existing backup on a target (the stick that was not
-//! plugged in last night, a NAS that was down), and `mss-backup usb init
-//! PATH LABEL` labels a stick so that only it is ever filled or pruned.
-//! A copy goes through the nightly run's own delivery (core's
+//! `mss-backup copy KIND [ARCHIVE]`: puts an existing backup on an
+//! offsite target (the stick that was not plugged in last night, a NAS
+//! that was down). A copy goes through the nightly run's own delivery (core's
 //! `deliver_to`: preflight, room on a full stick, put, retention) under the
 //! same lock, so the two never race on a target nor drift apart.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use mss_backup_core::backup::{self, Destination};
-use mss_backup_core::{Artifact, ArtifactName, TargetError, durable, seal, verify};
-use mss_backup_target_usb::{Labelled, MARKER_FILE, UsbError};
+use mss_backup_core::{Artifact, ArtifactName, TargetError, seal, verify};
 
 use crate::config::{ConfigError, Settings};
+use crate::guard::{RunGuard, check_backup_dir_owner};
+use crate::source::local_artifact;
 use crate::{EXIT_FAILED, EXIT_LOCKED, targets};
 
 /// `mss-backup copy TARGET [ARCHIVE]`.
-pub fn copy(settings: &Settings, which: &str, archive: Option<&str>) -> Result<ExitCode> {
+pub fn run(settings: &Settings, which: &str, archive: Option<&str>) -> Result<ExitCode> {
     let kind =
         targets::kind(which).ok_or_else(|| ConfigError(format!("copy {which}: no such target")))?;
     let enabled = kind.enabled(settings, &format!("copy {which}"))?;
-    crate::commands::check_backup_dir_owner(settings)?;
-    let artifact = existing_artifact(settings, archive)?;
-    durable::create_private_dir(&settings.backup_dir)
-        .with_context(|| format!("cannot create {}", settings.backup_dir.display()))?;
-    let Some(_lock) = crate::commands::take_lock(&settings.backup_dir)? else {
+    check_backup_dir_owner(settings)?;
+    let artifact = local_artifact(settings, archive)?;
+    let Some(_guard) = RunGuard::take(settings)? else {
         return Ok(ExitCode::from(EXIT_LOCKED));
     };
-    crate::logging::to_backup_log(&settings.backup_dir)
-        .with_context(|| format!("cannot open the log in {}", settings.backup_dir.display()))?;
     let dest = enabled.destination;
     let name = dest.target.name().to_string();
     tracing::info!(target = %name, archive = %artifact.name, "copy started");
@@ -152,62 +146,4 @@ fn put_and_prune(
         Some(progress.as_ref()),
     )?;
     Ok((done.kept.len(), done.deleted))
-}
-
-/// A backup already on disk, with its sidecar's checksum: the latest, a
-/// name in the archive dir, or a path.
-fn existing_artifact(settings: &Settings, archive: Option<&str>) -> Result<Artifact> {
-    let archive_dir = backup::archive_dir(&settings.backup_dir);
-    let given = match archive {
-        None => crate::commands::latest_link(&archive_dir),
-        Some(a) if a.contains('/') => PathBuf::from(a),
-        Some(name) => archive_dir.join(name),
-    };
-    let path = fs::canonicalize(&given).map_err(|_| {
-        anyhow::anyhow!(
-            "Archive {} not found (run `mss-backup list` to see the backups)",
-            given.display()
-        )
-    })?;
-    let name = file_name(&path).and_then(ArtifactName::parse);
-    let Some(name) = name else {
-        bail!(
-            "{} is not a backup archive (their names look like mss-backup-YYYY-MM-DD_HHMMSS.tar.gz; run `mss-backup list`)",
-            path.display()
-        );
-    };
-    let sha256 = verify::read_sidecar(&path)?;
-    let size = fs::metadata(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    Ok(Artifact {
-        name,
-        sidecar: verify::sidecar_path(&path),
-        archive: path,
-        sha256,
-        size,
-    })
-}
-
-fn file_name(path: &Path) -> Option<&str> {
-    path.file_name().and_then(|n| n.to_str())
-}
-
-/// `mss-backup usb init PATH LABEL`.
-pub fn usb_init(path: &Path, label: &str) -> Result<ExitCode> {
-    match mss_backup_target_usb::init(path, label) {
-        Ok(Labelled::New) => println!(
-            "Labelled the stick at {} as {label:?} ({}/{MARKER_FILE}). Use it with MSS_BACKUP_USB_PATH={} MSS_BACKUP_USB_LABEL={label}",
-            path.display(),
-            path.display(),
-            path.display()
-        ),
-        Ok(Labelled::Already) => println!(
-            "The stick at {} is already labelled {label:?}",
-            path.display()
-        ),
-        Err(e @ UsbError::BadLabel { .. }) => return Err(ConfigError(e.to_string()).into()),
-        Err(e) => return Err(e.into()),
-    }
-    Ok(ExitCode::SUCCESS)
 }

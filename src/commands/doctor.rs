@@ -22,8 +22,8 @@ use mss_backup_core::status::{self, Outcome};
 use mss_backup_core::{backup, durable, snapshot};
 
 use crate::cli::Global;
-use crate::commands::human_bytes;
 use crate::config::Settings;
+use crate::display::human_bytes;
 use crate::monitor::Monitor;
 use crate::schedule;
 use crate::{EXIT_CONFIG, EXIT_FAILED};
@@ -59,7 +59,7 @@ impl Report {
 /// Runs every check; see the module docs.
 pub fn run(global: &Global) -> ExitCode {
     let mut report = Report::default();
-    let settings = match crate::commands::load_settings(global) {
+    let settings = match super::load_settings(global) {
         Ok(settings) => settings,
         Err(e) => {
             report.line(Mark::Fail, "config", format!("{e:#}"));
@@ -68,7 +68,7 @@ pub fn run(global: &Global) -> ExitCode {
     };
     let targets = crate::targets::offsite(&settings);
     let monitor = Monitor::from_settings(&settings);
-    let plan = crate::commands::plan(&settings);
+    let plan = crate::backup_run::plan(&settings);
     let config_problem = [
         targets.as_ref().err().map(ToString::to_string),
         monitor.as_ref().err().map(ToString::to_string),
@@ -316,7 +316,7 @@ fn check_backup_dir(
     data_bytes: Option<u64>,
     sealed: bool,
 ) {
-    if let Err(e) = crate::commands::check_backup_dir_owner(settings) {
+    if let Err(e) = crate::guard::check_backup_dir_owner(settings) {
         report.line(Mark::Fail, "backup dir", e.to_string());
         return;
     }
