@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+pub use mss_backup_core::setting::parse_duration;
 
 pub use mss_backup_core::setting::{ENV_PREFIX, var_name};
 
@@ -456,18 +456,8 @@ pub fn parse_retention(value: &str, what: &str) -> Result<usize, ConfigError> {
 }
 
 fn absolute_path(value: &str, home: &Path, what: &str) -> Result<PathBuf, ConfigError> {
-    let expanded = match value.strip_prefix("~/") {
-        Some(rest) => home.join(rest),
-        None if value == "~" => home.to_path_buf(),
-        None => PathBuf::from(value),
-    };
-    if expanded.is_absolute() {
-        Ok(expanded)
-    } else {
-        Err(ConfigError(format!(
-            "{what} is not valid: it must be an absolute path (like /home/mss/backups/mss)"
-        )))
-    }
+    mss_backup_core::plugin::absolute_path(value, home)
+        .map_err(|reason| ConfigError(format!("{what} is not valid: {reason}")))
 }
 
 /// A scalar config value as the string the operator wrote.
@@ -614,22 +604,6 @@ impl Provider for Layer {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.values.clone()))
     }
-}
-
-/// `26h`, `90m`, `2d`, `45s`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(number.checked_mul(seconds)?))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 
 use mss_backup_core::setting::{self, Setting, Shown};
 
+use crate::targets::KINDS;
+
 /// The settings the binary reads itself: directories, retention, the
 /// restore hooks, monitoring, encryption and the timer.
 const GENERAL: &[Setting] = &[
@@ -140,15 +142,10 @@ const GENERAL: &[Setting] = &[
 
 /// Every setting, in the order the reference lists them.
 pub fn settings() -> impl Iterator<Item = &'static Setting> {
-    [
-        GENERAL,
-        setting::SETTINGS,
-        mss_backup_target_usb::SETTINGS,
-        mss_backup_target_rsync::SETTINGS,
-        mss_backup_target_s3::SETTINGS,
-    ]
-    .into_iter()
-    .flatten()
+    [GENERAL, setting::SETTINGS]
+        .into_iter()
+        .chain(KINDS.iter().map(|kind| kind.settings))
+        .flatten()
 }
 
 /// The setting with this key.
@@ -164,15 +161,10 @@ pub fn closest(key: &str) -> Option<&'static str> {
 /// Variables outside our prefix that some target reads (`AWS_*`), which the
 /// nightly run needs as much as the settings.
 pub fn outside_vars() -> impl Iterator<Item = &'static str> {
-    mss_backup_target_s3::OUTSIDE_VARS.iter().copied()
+    KINDS
+        .iter()
+        .flat_map(|kind| kind.outside_vars.iter().copied())
 }
-
-/// Outside variables that are secrets (the rest name a profile or a file).
-const OUTSIDE_SECRETS: &[&str] = &[
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-];
 
 /// A value as `config` and `schedule install` may print it: secrets hidden,
 /// a ping URL's secret path left out, public keys counted. `name` is a key
@@ -183,7 +175,7 @@ pub fn shown_value(name: &str, value: &str) -> String {
         .map_or_else(|| name.to_string(), str::to_ascii_lowercase);
     let shown = match find(&key) {
         Some(setting) => setting.shown,
-        None if OUTSIDE_SECRETS.contains(&name) => Shown::Secret,
+        None if KINDS.iter().any(|k| k.outside_secrets.contains(&name)) => Shown::Secret,
         None => Shown::Plain,
     };
     match shown {

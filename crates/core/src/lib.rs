@@ -18,6 +18,7 @@ pub mod lock;
 pub mod manifest;
 pub mod metrics;
 pub mod name;
+pub mod plugin;
 pub mod progress;
 pub mod restore;
 pub mod retention;

@@ -8,6 +8,8 @@
 //! Core holds no values and knows no configuration format: a key here is the
 //! lower-case name (`usb_path`); the variable is `MSS_BACKUP_` + upper case.
 
+use std::time::Duration;
+
 /// The prefix of every environment variable mss-backup reads.
 pub const ENV_PREFIX: &str = "MSS_BACKUP_";
 
@@ -48,6 +50,22 @@ impl Setting {
     pub fn is_secret(&self) -> bool {
         self.shown == Shown::Secret
     }
+}
+
+/// `26h`, `90m`, `2d`, `45s`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(number.checked_mul(seconds)?))
 }
 
 /// The environment variable for a key: `usb_path` -> `MSS_BACKUP_USB_PATH`.

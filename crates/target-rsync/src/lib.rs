@@ -21,6 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mss_backup_core::plugin::{BuildContext, Built, Invalid, TargetPlugin};
 use mss_backup_core::setting::{Setting, Shown};
 use mss_backup_core::{Artifact, ArtifactName, Target, TargetError};
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,7 @@ pub const SETTINGS: &[Setting] = &[
 /// secret (`BatchMode=yes` rules out passwords, so credentials live in key
 /// files that are only named here).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[user@]host:path`, e.g. `backup@nas:/srv/mss` (`MSS_BACKUP_RSYNC_DEST`).
     /// A relative path (or `~/path`) is relative to the remote home.
@@ -87,6 +89,28 @@ pub enum ConfigError {
     Dest(String),
     #[error("{0} (use a command like: ssh -p 2222 -i /home/mss/.ssh/mss_backup)")]
     Rsh(String),
+}
+
+/// The rsync kind: `MSS_BACKUP_RSYNC_*`, `--target rsync`, `copy rsync`.
+pub struct Rsync;
+
+impl TargetPlugin for Rsync {
+    const KIND: &'static str = "rsync";
+    const SWITCH: &'static str = "rsync_dest";
+    const HINT: &'static str = "[user@]host:/path, like backup@nas:/srv/mss";
+    const SETTINGS: &'static [Setting] = SETTINGS;
+    type Config = Config;
+
+    fn build(config: Config, _: &BuildContext) -> Result<Built, Invalid> {
+        let target = RsyncTarget::new(config).map_err(|e| match e {
+            ConfigError::Dest(_) => Invalid::of("rsync_dest", e.to_string()),
+            ConfigError::Rsh(_) => Invalid::of("rsync_rsh", e.to_string()),
+        })?;
+        Ok(Built {
+            description: format!("remote shell: {}", target.shell_command()),
+            target: Box::new(target),
+        })
+    }
 }
 
 /// `[user@]host` and the directory on it.

@@ -14,7 +14,10 @@
 //! the `.sha256` sidecar is uploaded only once the archive is there with
 //! the right size: as on disk, the sidecar marks a complete backup.
 
+mod plugin;
 mod remote_error;
+
+pub use plugin::{S3, S3Settings};
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use mss_backup_core::durable;
+use mss_backup_core::plugin::{BuildContext, Built, Invalid, TargetPlugin, absolute_path};
 use mss_backup_core::setting::{Setting, Shown};
 use mss_backup_core::{Artifact, ArtifactName, Target, TargetError};
 use mss_backup_target_local::DirTarget;
@@ -75,6 +76,7 @@ pub const SETTINGS: &[Setting] = &[
 /// Where the stick is mounted and which stick it must be. Plain data: no
 /// secrets here.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// The stick's mount point, e.g. `/media/backup-stick`
     /// (`MSS_BACKUP_USB_PATH`). Must be a mount point of its own.
@@ -199,6 +201,34 @@ pub fn init(path: &Path, label: &str) -> Result<Labelled, UsbError> {
     durable::write_atomic(&marker, format!("{label}\n").as_bytes())
         .map_err(io_err("write", &marker))?;
     Ok(Labelled::New)
+}
+
+/// The USB kind: `MSS_BACKUP_USB_*`, `--target usb`, `copy usb`.
+pub struct Usb;
+
+impl TargetPlugin for Usb {
+    const KIND: &'static str = "usb";
+    const SWITCH: &'static str = "usb_path";
+    const HINT: &'static str = "the stick's mount point, like /media/backup-stick";
+    const SETTINGS: &'static [Setting] = SETTINGS;
+    type Config = Config;
+
+    fn build(mut config: Config, context: &BuildContext) -> Result<Built, Invalid> {
+        let path = config.path.to_string_lossy().into_owned();
+        config.path = absolute_path(&path, context.home).map_err(|e| Invalid::of("usb_path", e))?;
+        let mut description = Vec::new();
+        if let Some(label) = &config.label {
+            validate_label(label).map_err(|e| Invalid::of("usb_label", e.to_string()))?;
+            description.push(format!("label {label:?}"));
+        }
+        if config.required {
+            description.push("required".to_string());
+        }
+        Ok(Built {
+            target: Box::new(UsbTarget::new(config)),
+            description: description.join(", "),
+        })
+    }
 }
 
 /// Backups on a mounted USB stick, in `<mount point>/mss-backup/`.
