@@ -181,7 +181,11 @@ fn build<P: TargetPlugin>(settings: &Settings) -> Result<Option<Enabled>, Config
     let built =
         P::build(config, &context).map_err(|Invalid { key, reason }| refused(key, reason))?;
     let (retention, kept) = retention(settings, &retention_key)?;
-    let mut description = format!("{} ({kept}", built.target.name());
+    let mut description = built.target.name().to_string();
+    if let Some(at) = &built.at {
+        description.push_str(&format!(" at {at}"));
+    }
+    description.push_str(&format!(" ({kept}"));
     if !built.description.is_empty() {
         description.push_str(", ");
         description.push_str(&built.description);

@@ -34,6 +34,9 @@ pub struct BuildContext<'a> {
 /// A target built from its settings.
 pub struct Built {
     pub target: Box<dyn Target>,
+    /// Where, when the target's name alone does not say it: an S3
+    /// endpoint, shown as `s3://bucket/prefix/ at http://host:port`.
+    pub at: Option<String>,
     /// What `mss-backup config` shows after the target's name, secrets
     /// left out: `label "MSS1", required`.
     pub description: String,

@@ -107,6 +107,7 @@ impl TargetPlugin for Rsync {
             ConfigError::Rsh(_) => Invalid::of("rsync_rsh", e.to_string()),
         })?;
         Ok(Built {
+            at: None,
             description: format!("remote shell: {}", target.shell_command()),
             target: Box::new(target),
         })

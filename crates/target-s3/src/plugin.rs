@@ -123,7 +123,8 @@ impl TargetPlugin for S3 {
             reason: e.to_string(),
         })?;
         Ok(Built {
-            description: format!("at {}, {keys}, {style}", target.endpoint()),
+            at: Some(target.endpoint().to_string()),
+            description: format!("{keys}, {style}"),
             target: Box::new(target),
         })
     }

@@ -225,6 +225,7 @@ impl TargetPlugin for Usb {
             description.push("required".to_string());
         }
         Ok(Built {
+            at: None,
             target: Box::new(UsbTarget::new(config)),
             description: description.join(", "),
         })
