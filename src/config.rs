@@ -410,7 +410,7 @@ fn check_file_key(key: &str, path: &Path, text: &str) -> Result<(), ConfigError>
         key,
         &format!(" in {}{line}", path.display()),
         crate::registry::closest(key).map(str::to_string),
-        "fix the key, or delete that line; keys are flat, like usb_path = \"/media/stick\"",
+        "fix the key, or delete that line; keys are flat, like retention = 14",
     ))
 }
 

@@ -178,7 +178,7 @@ fn toml_example(setting: &mss_backup_core::Setting) -> String {
 fn environment() -> String {
     let mut out = String::from(
         ".SH ENVIRONMENT\n\
-         Every setting is an \\fBMSS_BACKUP_*\\fR variable, or the same key in lower case without the prefix in the TOML file (\\fBusb_path = \"/media/stick\"\\fR). \
+         Every setting is an \\fBMSS_BACKUP_*\\fR variable, or the same key in lower case without the prefix in the TOML file (\\fBretention = 14\\fR). \
          A name that is not a setting is an error (exit 78) that names the closest one. \
          Precedence: defaults < TOML file < ~/.config/mss\\-backup/env < environment < flags; \
          \\fBmss\\-backup config\\fR shows the resolved values and where each came from.\n",
@@ -200,12 +200,19 @@ fn environment() -> String {
         let default = format!("{} (default: {})", setting.help, setting.default);
         entry(&setting.var(), setting.value, &default);
     }
-    for var in crate::registry::outside_vars() {
-        entry(
-            var,
-            "VALUE",
-            "Read by the S3 target when MSS_BACKUP_S3_ACCESS_KEY_ID is not set; never printed.",
-        );
+    for kind in &crate::targets::KINDS {
+        for var in kind.outside_vars {
+            let help = format!(
+                "Read by the {} target, where its own settings leave it to the standard variables of that service's tools{}.",
+                kind.name,
+                if kind.outside_secrets.contains(var) {
+                    "; never printed"
+                } else {
+                    ""
+                }
+            );
+            entry(var, "VALUE", &help);
+        }
     }
     out
 }
