@@ -2,6 +2,11 @@
 //! archive dir on the VM (`~/backups/mss/archive/`, with the
 //! `mss-backup-latest.tar.gz` link); the USB target reuses the same
 //! directory logic on a mounted stick, where there are no symlinks.
+//!
+//! The crate keeps the name the design card gives it (`target-local`),
+//! though what it holds is the directory target: the archive dir is its
+//! one user here, and the USB crate builds on it. It is not a plugin: the
+//! local archive is always there, configured by `MSS_BACKUP_DIR`.
 
 use std::fs::{self, File};
 use std::io;
