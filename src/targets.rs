@@ -215,3 +215,116 @@ fn retention(settings: &Settings, key: &str) -> Result<(RetentionPolicy, String)
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Env, Overrides};
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        let mut env: Env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.insert("HOME".into(), "/home/mss".into());
+        Settings::load(&env, &Overrides::new(), None).unwrap()
+    }
+
+    fn described(vars: &[(&str, &str)]) -> Result<Vec<String>, String> {
+        describe(&settings(vars)).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn values_reach_the_plugin_exactly_as_written() {
+        let lines = described(&[
+            ("MSS_BACKUP_USB_PATH", "~/stick"),
+            ("MSS_BACKUP_USB_LABEL", "0123"),
+            ("MSS_BACKUP_USB_REQUIRED", "yes"),
+        ])
+        .unwrap();
+        assert_eq!(
+            lines,
+            ["usb:/home/mss/stick (keeps 7, as local, label \"0123\", required)"]
+        );
+    }
+
+    #[test]
+    fn a_refused_value_names_the_variable_that_held_it() {
+        let err = described(&[
+            ("MSS_BACKUP_USB_PATH", "/media/stick"),
+            ("MSS_BACKUP_USB_REQUIRED", "maybe"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "MSS_BACKUP_USB_REQUIRED=maybe is not valid: use true or false"
+        );
+        let err = described(&[("MSS_BACKUP_USB_PATH", "stick")]).unwrap_err();
+        assert!(
+            err.starts_with("MSS_BACKUP_USB_PATH=stick is not valid: it must be an absolute path"),
+            "{err}"
+        );
+        let err = described(&[("MSS_BACKUP_RSYNC_DEST", "nas")]).unwrap_err();
+        assert!(
+            err.starts_with("MSS_BACKUP_RSYNC_DEST=nas is not valid"),
+            "{err}"
+        );
+        let err = described(&[
+            ("MSS_BACKUP_S3_BUCKET", "b"),
+            ("MSS_BACKUP_S3_TIMEOUT", "soon"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.starts_with("MSS_BACKUP_S3_TIMEOUT=soon is not valid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_setting_without_its_switch_is_an_error_not_an_idle_target() {
+        let err = described(&[("MSS_BACKUP_RSYNC_RSH", "ssh -p 2222")]).unwrap_err();
+        assert_eq!(
+            err,
+            "MSS_BACKUP_RSYNC_RSH is set but MSS_BACKUP_RSYNC_DEST is not, so that target would be off (set MSS_BACKUP_RSYNC_DEST, or unset MSS_BACKUP_RSYNC_RSH)"
+        );
+    }
+
+    /// A plugin whose `Config` lacks a key its table declares: the key is
+    /// refused by name, never dropped.
+    struct Narrow;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NarrowConfig {
+        #[allow(dead_code)]
+        path: String,
+    }
+
+    impl TargetPlugin for Narrow {
+        const KIND: &'static str = "usb";
+        const SWITCH: &'static str = "usb_path";
+        const HINT: &'static str = "";
+        const SETTINGS: &'static [Setting] = mss_backup_target_usb::SETTINGS;
+        type Config = NarrowConfig;
+
+        fn build(
+            _: NarrowConfig,
+            _: &BuildContext,
+        ) -> Result<mss_backup_core::plugin::Built, Invalid> {
+            unreachable!("the extraction refuses the label first")
+        }
+    }
+
+    #[test]
+    fn a_key_the_plugin_does_not_know_is_refused_by_name() {
+        let s = settings(&[
+            ("MSS_BACKUP_USB_PATH", "/media/stick"),
+            ("MSS_BACKUP_USB_LABEL", "MSS1"),
+        ]);
+        let err = build::<Narrow>(&s).err().unwrap().0;
+        assert!(
+            err.starts_with("MSS_BACKUP_USB_LABEL=MSS1 is not valid"),
+            "{err}"
+        );
+    }
+}
