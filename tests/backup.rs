@@ -3,10 +3,9 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::writer::Writer;
 use crate::support::*;
 
 #[test]
@@ -195,41 +194,12 @@ fn standard_tools_read_the_archive_in_the_documented_order() {
 fn archived_database_holds_every_commit_made_before_the_backup_while_a_writer_keeps_going() {
     let env = TestEnv::with_audio(8);
     let db = env.db_path();
-    let setup = rusqlite::Connection::open(&db).unwrap();
-    setup
-        .execute_batch(
-            "PRAGMA journal_mode=WAL; CREATE TABLE ticks(n INTEGER PRIMARY KEY, at TEXT);",
-        )
-        .unwrap();
-    drop(setup);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let writer = {
-        let (stop, committed, db) = (stop.clone(), committed.clone(), db.clone());
-        std::thread::spawn(move || {
-            let conn = rusqlite::Connection::open(&db).unwrap();
-            conn.busy_timeout(Duration::from_secs(5)).unwrap();
-            let mut n = 0i64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                conn.execute("INSERT INTO ticks(n, at) VALUES (?1, datetime('now'))", [n])
-                    .unwrap();
-                committed.store(n, Ordering::SeqCst);
-            }
-            n
-        })
-    };
-    let started = Instant::now();
-    while committed.load(Ordering::SeqCst) < 500 && started.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let before = committed.load(Ordering::SeqCst);
-    assert!(before >= 500, "writer is running");
+    let writer = Writer::start(&db, 0, None);
+    writer.wait_for(500);
+    let before = writer.committed();
     env.backup_ok();
-    let during = committed.load(Ordering::SeqCst);
-    stop.store(true, Ordering::Relaxed);
-    let total = writer.join().unwrap();
+    let during = writer.committed();
+    let total = writer.stop();
     assert!(
         during > before,
         "the writer kept committing during the backup"

@@ -8,21 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::s3::{rgw, s3_env, unique_prefix};
+use crate::support::remote::Remote;
+use crate::support::rgw::{rgw, s3_env, unique_prefix};
+use crate::support::stick::Stick;
 use crate::support::*;
-use crate::targets::{Remote, Stick, target};
-
-/// `mss-backup keygen` into a fresh file: its path and public key.
-pub(crate) fn keygen(env: &TestEnv) -> (PathBuf, String) {
-    let path = env.home.join(unique("identity"));
-    let out = env.expect(&["keygen", path.to_str().unwrap()], 0);
-    let public = stdout(&out).trim().to_string();
-    assert!(
-        public.starts_with("age1") && !public.contains('\n'),
-        "{public}"
-    );
-    (path, public)
-}
 
 /// An ssh-ed25519 key pair made by ssh-keygen: the private key's path and
 /// the public key line.

@@ -16,10 +16,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use crate::faults::{
-    Tmpfs, assert_next_run_cleans_up, assert_nothing_lost, data_tree, lock_database,
-    wait_for_staging, wavs, wrapped,
-};
+use crate::support::kill::{assert_next_run_cleans_up, assert_nothing_lost};
+use crate::support::stick::Stick;
+use crate::support::tree::data_tree;
 use crate::support::*;
 
 /// Runs `mss-backup ARGS` under strace, which sends `signal` to it at the
@@ -213,7 +212,7 @@ fn systemctl_stop_while_the_database_is_busy_removes_the_staging_copy() {
 #[test]
 fn systemctl_stop_during_a_backups_copy_to_a_usb_stick_keeps_the_local_backup() {
     let mut env = TestEnv::with_audio(4);
-    let stick = Tmpfs::mount(&env.root.path().join("stick"), "64m");
+    let stick = Stick::tmpfs("64m");
     env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
     env.backup_ok();
     let on_stick = stick.path.join("mss-backup");
@@ -271,7 +270,7 @@ fn systemctl_stop_during_a_backups_copy_to_a_usb_stick_keeps_the_local_backup() 
 fn ctrl_c_during_a_copy_to_a_usb_stick_leaves_nothing_on_it() {
     let mut env = TestEnv::with_audio(4);
     env.backup_ok();
-    let stick = Tmpfs::mount(&env.root.path().join("stick"), "64m");
+    let stick = Stick::tmpfs("64m");
     env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
     let name = env.archives().pop().unwrap();
     let on_stick = stick.path.join("mss-backup");
@@ -382,7 +381,7 @@ fn ctrl_c_during_a_restores_swap_waits_for_it_and_says_the_restore_is_complete()
 #[test]
 fn systemctl_stop_during_verify_of_an_encrypted_backup_removes_the_decrypted_copy() {
     let mut env = TestEnv::with_audio(4);
-    let (identity, public) = crate::encrypt::keygen(&env);
+    let (identity, public) = keygen(&env);
     env.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
     env.set("MSS_BACKUP_ENCRYPT_LOCAL", "true");
     env.set("MSS_BACKUP_IDENTITY_FILE", identity.to_str().unwrap());

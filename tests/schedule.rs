@@ -2,16 +2,8 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
-
-pub(crate) fn systemd_analyze(args: &[&str]) -> std::process::Output {
-    Command::new("systemd-analyze")
-        .args(args)
-        .output()
-        .expect("systemd-analyze must be installed (Debian package systemd)")
-}
 
 #[test]
 fn install_writes_units_systemd_accepts_and_an_env_file_the_nightly_run_reads() {
