@@ -156,6 +156,10 @@ fn another_users_backup_dir_is_refused_unless_allowed() {
     chown("0:0");
 }
 
+/// A symlinked `archive/` is a configuration mistake found before
+/// anything is written: exit 78, one line naming it and the fix, and
+/// neither the other directory nor the log or status file is touched; the
+/// same for a restore and a copy, which also write in there.
 #[test]
 fn a_symlinked_archive_dir_is_never_followed_out_of_the_backup_dir() {
     let mut env = TestEnv::new();
@@ -166,19 +170,40 @@ fn a_symlinked_archive_dir_is_never_followed_out_of_the_backup_dir() {
     fs::rename(env.archive_dir(), &elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, env.archive_dir()).unwrap();
     let before = entries(&elsewhere);
-    let out = env.expect(&[], 1);
-    let msg = stderr(&out);
-    assert!(
-        msg.contains(&format!(
-            "{} is a symlink: mss-backup never follows archive/ out of the backup dir",
-            env.archive_dir().display()
-        )),
-        "{msg}"
-    );
-    assert_eq!(
-        entries(&elsewhere),
-        before,
-        "nothing written or deleted there"
-    );
-    assert_eq!(env.status()["status"], "failure");
+    let log = fs::read(env.backup_dir.join("backup.log")).unwrap();
+    let status = fs::read(env.backup_dir.join("last_backup.json")).unwrap();
+    let stick = env.root.path().join("not-a-stick");
+    fs::create_dir(&stick).unwrap();
+    env.set("MSS_BACKUP_USB_PATH", stick.to_str().unwrap());
+    for args in [
+        &[][..],
+        &["restore", "db", "--yes", "--no-stop"],
+        &["copy", "usb"],
+    ] {
+        let out = env.expect(args, 78);
+        let msg = stderr(&out);
+        assert!(
+            msg.contains(&format!(
+                "{} is a symlink: mss-backup never follows archive/ out of the backup dir",
+                env.archive_dir().display()
+            )),
+            "{args:?}: {msg}"
+        );
+        assert_eq!(msg.trim().lines().count(), 1, "{args:?}: {msg}");
+        assert_eq!(
+            entries(&elsewhere),
+            before,
+            "{args:?}: nothing written or deleted there"
+        );
+        assert_eq!(
+            fs::read(env.backup_dir.join("backup.log")).unwrap(),
+            log,
+            "{args:?}: nothing written to the log"
+        );
+        assert_eq!(
+            fs::read(env.backup_dir.join("last_backup.json")).unwrap(),
+            status,
+            "{args:?}: the status file is the last real run's"
+        );
+    }
 }

@@ -51,17 +51,38 @@ pub fn strace_kill(
     when: u32,
     args: &[&str],
 ) -> Output {
+    strace_signal_at(env, None, "SIGKILL", syscall, path, when, args)
+}
+
+/// Runs `mss-backup ARGS` under strace, which sends `signal` to it at the
+/// entry of the `when`-th `syscall` (that touches `path`, if given), with
+/// the wall clock frozen at `clock` (`faketime`) if given, so that the new
+/// backup's name, and its partial's, are known ahead.
+pub fn strace_signal_at(
+    env: &TestEnv,
+    clock: Option<&str>,
+    signal: &str,
+    syscall: &str,
+    path: Option<&Path>,
+    when: u32,
+    args: &[&str],
+) -> Output {
     let trace = format!("trace={syscall}");
-    let inject = format!("inject={syscall}:signal=SIGKILL:when={when}");
+    let inject = format!("inject={syscall}:signal={signal}:when={when}");
     let path = path.map(|p| p.to_str().unwrap().to_string());
     let mut wrapper = vec!["strace", "-f", "-qq", "-o", "/dev/null"];
     if let Some(p) = &path {
         wrapper.extend(["-P", p.as_str()]);
     }
     wrapper.extend(["-e", &trace, "-e", &inject, "--"]);
-    wrapped(env, &wrapper, args)
-        .output()
-        .expect("strace must be installed (cargo xtask test installs it)")
+    if let Some(clock) = clock {
+        wrapper.extend(["faketime", "-f", clock]);
+    }
+    let mut cmd = wrapped(env, &wrapper, args);
+    // Only the wall clock is faked: timeouts keep working.
+    cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    cmd.output()
+        .expect("strace and faketime must be installed (cargo xtask test installs them)")
 }
 
 /// Whether the run was killed by SIGKILL (strace passes the signal on).
