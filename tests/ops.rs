@@ -212,7 +212,12 @@ fn the_metrics_file_describes_the_last_run_for_node_exporter() {
 
     // A failed run: status 0, the last success kept.
     fs::remove_file(env.db_path()).unwrap();
-    env.expect(&[], 1);
+    let out = env.expect(&[], 1);
+    assert!(
+        stderr(&out).contains("Database not found"),
+        "{}",
+        stderr(&out)
+    );
     let samples = parse_metrics(&fs::read_to_string(&path).unwrap());
     assert_eq!(metric(&samples, "mss_backup_last_run_success"), Some(0.0));
     assert_eq!(
