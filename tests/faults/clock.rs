@@ -1,7 +1,7 @@
 //! Odd clocks (Debian's `faketime`): two backups in one second, a clock
 //! set back.
 
-use std::fs::{self};
+use std::fs;
 use std::path::Path;
 use std::process::Output;
 

@@ -1,7 +1,7 @@
 //! A disk that fills mid-backup, unreadable files and dirs, a file that
 //! vanishes between listing and reading.
 
-use std::fs::{self};
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 

@@ -3,7 +3,7 @@
 //! data is where the log says.
 
 use std::collections::BTreeMap;
-use std::fs::{self};
+use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 

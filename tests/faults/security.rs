@@ -1,7 +1,7 @@
 //! The security rules: modes under a permissive umask, no secret in any
 //! output, another user's backup dir, a symlinked `archive/`.
 
-use std::fs::{self};
+use std::fs;
 use std::process::Command;
 
 use crate::support::*;

@@ -1,6 +1,6 @@
 //! The shrink guard: an emptied `Sounds/` keeps the last good backup.
 
-use std::fs::{self};
+use std::fs;
 
 use crate::support::*;
 
