@@ -56,31 +56,29 @@ fn a_planted_secret_appears_in_no_output() {
     conf.push_str(&format!("psk={wifi_secret}\n"));
     fs::write(&wifi, conf).unwrap();
 
-    let mut outputs = vec![("backup", env.run(&[]))];
-    for args in [
-        &["status"][..],
-        &["status", "--json"],
-        &["config"],
-        &["list"],
-        &["verify"],
-        &["restore", "db", "--dry-run"],
-    ] {
-        outputs.push((args[0], env.run(args)));
+    // Each command ran to its end (one that died at start-up would leak
+    // nothing and prove nothing): its exit code and one line it must show.
+    let runs: [(&[&str], i32, &str); 8] = [
+        (&[], 1, "127.0.0.1:9"),
+        (&["status"], 1, "Last backup: failure"),
+        (&["status", "--json"], 1, "\"failure\""),
+        (&["config"], 0, "(MSS_BACKUP_S3_SECRET_ACCESS_KEY)"),
+        (&["list"], 0, "mss-backup-"),
+        (&["verify"], 0, "database integrity_check ok"),
+        (&["restore", "db", "--dry-run"], 0, "data/sound_machine.db"),
+        (&["doctor"], 1, "s3"),
+    ];
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for (args, code, line) in runs {
+        let out = env.run(args);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
+        assert!(
+            text.contains(line),
+            "{args:?} does not show {line:?}: {text}"
+        );
+        texts.push((format!("{args:?} output"), text));
     }
-    let mut texts: Vec<(String, String)> = outputs
-        .iter()
-        .map(|(what, out)| {
-            (
-                format!("{what} output"),
-                format!("{}{}", stdout(out), stderr(out)),
-            )
-        })
-        .collect();
-    assert!(
-        texts[0].1.contains("127.0.0.1:9"),
-        "the S3 copy failed with a message: {}",
-        texts[0].1
-    );
     for file in ["backup.log", "last_backup.json"] {
         texts.push((
             file.to_string(),
