@@ -17,14 +17,18 @@ fn s3_restore_from_the_bucket_after_the_local_archive_is_lost() {
     let env = s3_env(&rgw, &prefix);
     env.backup_ok();
     let first = env.status()["archive"].as_str().unwrap().to_string();
-    let trackpacks = |db: &Path| -> String {
-        let conn = rusqlite::Connection::open(db).unwrap();
-        conn.query_row("SELECT group_concat(name, '|') FROM trackpacks", [], |r| {
-            r.get(0)
-        })
+    let trackpacks = |db: &Path| table_rows(db, "trackpacks");
+    let at_first = trackpacks(&env.db_path());
+    // A row between the backups, so the two differ in what they hold.
+    rusqlite::Connection::open(env.db_path())
         .unwrap()
-    };
+        .execute(
+            "INSERT INTO trackpacks(name) VALUES ('between the backups')",
+            [],
+        )
+        .unwrap();
     let original = trackpacks(&env.db_path());
+    assert_ne!(original, at_first);
     env.backup_ok();
     let second = env.status()["archive"].as_str().unwrap().to_string();
 
@@ -75,6 +79,11 @@ fn s3_restore_from_the_bucket_after_the_local_archive_is_lost() {
         0,
     );
     assert!(env.archive_dir().join(&first).is_file());
+    assert_eq!(
+        trackpacks(&env.db_path()),
+        at_first,
+        "s3:{first} brought back the first backup, not the latest"
+    );
     let before = fs::read(env.db_path()).unwrap();
     let out = env.expect(
         &[

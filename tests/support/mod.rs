@@ -405,7 +405,13 @@ pub fn table_rows(db: &Path, table: &str) -> Vec<String> {
     let columns = stmt.column_count();
     stmt.query_map([], |row| {
         Ok((0..columns)
-            .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+            .map(|i| match row.get_ref(i).unwrap() {
+                rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                rusqlite::types::ValueRef::Blob(b) => format!("{b:02x?}"),
+            })
             .collect::<Vec<_>>()
             .join("|"))
     })
