@@ -107,6 +107,10 @@ fn s3_backup_stores_archive_sidecar_and_sha256_metadata() {
     );
     assert_eq!(rgw.header(&archive_key, "content-length"), size.to_string());
     assert_eq!(rgw.header(&archive_key, "x-amz-meta-sha256"), sha);
+    // The object itself, fetched by curl: the local archive's bytes.
+    let fetched = env.root.path().join("fetched");
+    assert_eq!(rgw.download(&archive_key, &fetched), sha);
+    assert!(fs::read(&fetched).unwrap() == fs::read(env.archive_dir().join(&name)).unwrap());
     assert_eq!(
         rgw.get(&sidecar_key),
         fs::read_to_string(env.archive_dir().join(format!("{name}.sha256"))).unwrap()
@@ -553,17 +557,22 @@ fn s3_connections_reset_mid_upload_are_retried() {
     let prefix = unique_prefix("reset");
     let mut env = s3_env(&rgw, &prefix);
     let (proxy, child) = upload_through_proxy(&mut env, &rgw, 60 << 20, 20 << 20);
+    let at_reset = proxy.connections();
     proxy.reset();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(s3_status(&env)["status"], "success");
-    // What is there is whole: it downloads and matches the sidecar.
-    let (file_name, _, size) = newest_local(&env);
+    // A retry really happened: the upload came back on new connections.
+    assert!(
+        proxy.connections() > at_reset,
+        "no new connection after the reset ({at_reset} before)"
+    );
+    // What is there is whole: curl fetches the local archive's bytes.
+    let (file_name, sha, size) = newest_local(&env);
     let key = format!("{prefix}{file_name}");
     assert_eq!(rgw.header(&key, "content-length"), size.to_string());
-    let name = ArtifactName::parse(&file_name).unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    rgw.target(&prefix).get(&name, dest.path()).unwrap();
+    let fetched = env.root.path().join("fetched");
+    assert_eq!(rgw.download(&key, &fetched), sha);
     assert!(rgw.open_uploads(&prefix).is_empty());
 }
 

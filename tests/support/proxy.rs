@@ -23,6 +23,8 @@ struct ProxyState {
     upstream: SocketAddr,
     /// Bytes forwarded from the client to the server.
     forwarded: AtomicU64,
+    /// Connections accepted and forwarded.
+    connections: AtomicU64,
     sockets: Mutex<Vec<TcpStream>>,
 }
 
@@ -45,6 +47,7 @@ impl Proxy {
             mode: AtomicU8::new(FORWARD),
             upstream,
             forwarded: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             sockets: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
@@ -62,6 +65,11 @@ impl Proxy {
 
     pub fn forwarded(&self) -> u64 {
         self.state.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far: a new one after a reset is a retry.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn freeze(&self) {
@@ -116,6 +124,7 @@ fn accept_loop(listener: &TcpListener, state: &Arc<ProxyState>) {
                         }
                     }
                 }
+                state.connections.fetch_add(1, Ordering::SeqCst);
                 let up = Arc::clone(state);
                 thread::spawn(move || pump(client, server, &up, true));
                 let down = Arc::clone(state);

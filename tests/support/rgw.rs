@@ -118,6 +118,16 @@ impl Rgw {
         body
     }
 
+    /// Downloads the object `key` into `dest` with curl (not with the
+    /// code under test) and returns its sha256 by `sha256sum`.
+    pub fn download(&self, key: &str, dest: &std::path::Path) -> String {
+        let (code, body) = self.curl(&["-o", dest.to_str().unwrap()], &format!("/{key}"));
+        assert_eq!(code, 200, "GET {key}: {body}");
+        let dir = dest.parent().unwrap();
+        let sum = tool("sha256sum", &[dest.to_str().unwrap()], dir);
+        sum.split_whitespace().next().unwrap().to_string()
+    }
+
     pub fn put(&self, key: &str, body: &str) {
         let (code, answer) = self.curl(&["-X", "PUT", "--data-binary", body], &format!("/{key}"));
         assert_eq!(code, 200, "PUT {key}: {answer}");
