@@ -50,9 +50,12 @@ pub fn take_lock(backup_dir: &Path) -> Result<Option<RunLock>> {
 /// Refuses, before anything is written, a backup dir that belongs to
 /// another user or that this user cannot reach, and root creating one for
 /// another user's data, unless `MSS_BACKUP_ALLOW_OTHER_OWNER` says it is
-/// meant.
+/// meant; and a symlinked `archive/`, which the run would write and prune
+/// in: a configuration mistake, so exit 78 with the log and status file
+/// untouched, as the README says.
 pub fn check_backup_dir_owner(settings: &Settings) -> Result<(), ConfigError> {
-    check_dir_use(settings, backup::DirUse::Write)
+    check_dir_use(settings, backup::DirUse::Write)?;
+    backup::check_archive_dir(&settings.backup_dir).map_err(|e| ConfigError(e.to_string()))
 }
 
 /// Refuses, before anything is read, a backup dir this user cannot read,

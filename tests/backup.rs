@@ -3,10 +3,9 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::writer::Writer;
 use crate::support::*;
 
 #[test]
@@ -195,41 +194,12 @@ fn standard_tools_read_the_archive_in_the_documented_order() {
 fn archived_database_holds_every_commit_made_before_the_backup_while_a_writer_keeps_going() {
     let env = TestEnv::with_audio(8);
     let db = env.db_path();
-    let setup = rusqlite::Connection::open(&db).unwrap();
-    setup
-        .execute_batch(
-            "PRAGMA journal_mode=WAL; CREATE TABLE ticks(n INTEGER PRIMARY KEY, at TEXT);",
-        )
-        .unwrap();
-    drop(setup);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let writer = {
-        let (stop, committed, db) = (stop.clone(), committed.clone(), db.clone());
-        std::thread::spawn(move || {
-            let conn = rusqlite::Connection::open(&db).unwrap();
-            conn.busy_timeout(Duration::from_secs(5)).unwrap();
-            let mut n = 0i64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                conn.execute("INSERT INTO ticks(n, at) VALUES (?1, datetime('now'))", [n])
-                    .unwrap();
-                committed.store(n, Ordering::SeqCst);
-            }
-            n
-        })
-    };
-    let started = Instant::now();
-    while committed.load(Ordering::SeqCst) < 500 && started.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let before = committed.load(Ordering::SeqCst);
-    assert!(before >= 500, "writer is running");
+    let writer = Writer::start(&db, 0, None);
+    writer.wait_for(500);
+    let before = writer.committed();
     env.backup_ok();
-    let during = committed.load(Ordering::SeqCst);
-    stop.store(true, Ordering::Relaxed);
-    let total = writer.join().unwrap();
+    let during = writer.committed();
+    let total = writer.stop();
     assert!(
         during > before,
         "the writer kept committing during the backup"
@@ -511,4 +481,87 @@ fn kill_9_mid_backup_leaves_latest_valid_and_the_next_run_cleans_up() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(env.archives().len(), 2);
     env.expect(&["verify"], 0);
+}
+
+/// The live database is never written: with committed rows only in its WAL
+/// (autocheckpoint off, MSS's connection closed without a checkpoint, as
+/// after a crash), the backup leaves the `.db` and `-wal` bytes and mtimes
+/// as they were, archives no `-wal` or `-shm` member, and the
+/// archived database holds the rows that were only in the WAL.
+#[test]
+fn a_backup_never_checkpoints_or_writes_the_live_database() {
+    let env = TestEnv::new();
+    let db = env.db_path();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+         INSERT INTO trackpacks(name) VALUES ('only in the WAL 1'), ('only in the WAL 2');",
+    )
+    .unwrap();
+    drop(conn);
+    let side = |suffix: &str| {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    let wal = side("-wal");
+    assert!(
+        fs::metadata(&wal).unwrap().len() > 0,
+        "the new rows are in the WAL"
+    );
+    let state = |path: &Path| {
+        let meta = fs::metadata(path).unwrap();
+        (fs::read(path).unwrap(), meta.mtime(), meta.mtime_nsec())
+    };
+    // (-shm is SQLite's shared memory, which every reader writes to.)
+    let files = [db.clone(), wal.clone()];
+    let before: Vec<_> = files.iter().map(|f| state(f)).collect();
+
+    env.backup_ok();
+
+    for (file, was) in files.iter().zip(&before) {
+        assert!(
+            state(file) == *was,
+            "{} was written by the backup",
+            file.display()
+        );
+    }
+    let members = tool(
+        "tar",
+        &["-tzf", env.latest().to_str().unwrap()],
+        &env.backup_dir,
+    );
+    assert!(
+        !members
+            .lines()
+            .any(|m| m.ends_with("-wal") || m.ends_with("-shm")),
+        "{members}"
+    );
+    let x = env.root.path().join("x");
+    fs::create_dir_all(&x).unwrap();
+    tool(
+        "tar",
+        &[
+            "-xzf",
+            env.latest().to_str().unwrap(),
+            "-C",
+            x.to_str().unwrap(),
+            "data/sound_machine.db",
+        ],
+        &x,
+    );
+    let archived = rusqlite::Connection::open(x.join("data/sound_machine.db")).unwrap();
+    let wal_rows: i64 = archived
+        .query_row(
+            "SELECT count(*) FROM trackpacks WHERE name LIKE 'only in the WAL %'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(wal_rows, 2, "the rows only in the WAL are archived");
 }

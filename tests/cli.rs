@@ -31,7 +31,12 @@ fn verify_passes_a_good_archive_and_refuses_a_flipped_byte_or_truncation() {
     );
 
     fs::write(&path, &original[..original.len() - 1000]).unwrap();
-    env.expect(&["verify", path.to_str().unwrap()], 1);
+    let out = env.expect(&["verify", path.to_str().unwrap()], 1);
+    assert!(
+        stderr(&out).contains(&name) && stderr(&out).contains("does not match its checksum file"),
+        "{}",
+        stderr(&out)
+    );
 
     fs::write(&path, &original).unwrap();
     env.expect(&["verify"], 0);
@@ -76,8 +81,19 @@ fn status_reports_success_failure_and_staleness_by_exit_code() {
     assert!(stderr(&out).contains("--max-age soon"));
 
     fs::remove_dir_all(&env.data_dir).unwrap();
-    env.expect(&[], 1);
-    env.expect(&["status"], 1);
+    let out = env.expect(&[], 1);
+    assert!(
+        stderr(&out).contains(&env.data_dir.display().to_string()),
+        "the failure names the missing data dir: {}",
+        stderr(&out)
+    );
+    let out = env.expect(&["status"], 1);
+    assert!(
+        stdout(&out).contains("Last backup: failure") || stderr(&out).contains("failure"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -156,8 +172,42 @@ fn demo_runs_on_a_machine_without_mss() {
     let env = TestEnv::empty();
     let out = env.expect(&["demo", "--audio-mib", "2"], 0);
     let text = stdout(&out);
-    assert!(text.contains("Verified: sha256"), "{text}");
-    assert!(text.contains("trackpacks"), "{text}");
+    // What the demo says it made and verified, checked with outside tools.
+    let after = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {text}"))
+            .trim()
+            .to_string()
+    };
+    let archive = std::path::PathBuf::from(after("Backup:"));
+    let verified = after("Verified: sha256");
+    let (sha, files) = verified
+        .split_once(", ")
+        .unwrap_or_else(|| panic!("{verified}"));
+    let dir = archive.parent().unwrap();
+    let sum = tool("sha256sum", &[archive.to_str().unwrap()], dir);
+    assert_eq!(sum.split_whitespace().next(), Some(sha), "{text}");
+    let manifest = tool(
+        "tar",
+        &["-xzOf", archive.to_str().unwrap(), "MANIFEST.sha256"],
+        dir,
+    );
+    assert_eq!(
+        files.split_whitespace().next(),
+        Some(manifest.lines().count().to_string().as_str()),
+        "{text}"
+    );
+    let data = after("Demo MSS data:");
+    let trackpacks: i64 = data
+        .split(" with ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{data}"));
+    let db =
+        std::path::PathBuf::from(data.split(" (").next().unwrap()).join("data/sound_machine.db");
+    assert_eq!(count_rows(&db, "trackpacks"), trackpacks, "{text}");
     // It made its own data and backups in the temp dir, not under HOME.
     assert!(!env.home.join("backups").exists());
     let root = fs::read_dir(env.root.path())

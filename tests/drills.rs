@@ -5,9 +5,8 @@
 
 use std::fs;
 
-use crate::schedule::systemd_analyze;
+use crate::support::stick::Stick;
 use crate::support::*;
-use crate::targets::Stick;
 
 #[test]
 fn status_shows_each_targets_last_drill_and_a_backup_keeps_it() {

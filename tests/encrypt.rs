@@ -8,21 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::s3::{rgw, s3_env, unique_prefix};
+use crate::support::remote::Remote;
+use crate::support::rgw::{rgw, s3_env, unique_prefix};
+use crate::support::stick::Stick;
 use crate::support::*;
-use crate::targets::{Remote, Stick, target};
-
-/// `mss-backup keygen` into a fresh file: its path and public key.
-pub(crate) fn keygen(env: &TestEnv) -> (PathBuf, String) {
-    let path = env.home.join(unique("identity"));
-    let out = env.expect(&["keygen", path.to_str().unwrap()], 0);
-    let public = stdout(&out).trim().to_string();
-    assert!(
-        public.starts_with("age1") && !public.contains('\n'),
-        "{public}"
-    );
-    (path, public)
-}
 
 /// An ssh-ed25519 key pair made by ssh-keygen: the private key's path and
 /// the public key line.
@@ -451,9 +440,19 @@ fn encrypt_local_keeps_only_encrypted_backups_with_their_own_latest_link() {
     env.backup_ok();
     env.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
     env.set("MSS_BACKUP_ENCRYPT_LOCAL", "true");
-    for _ in 0..3 {
+    // A new row before each backup, so the latest holds the most.
+    let mut rows = Vec::new();
+    for i in 0..3 {
         std::thread::sleep(std::time::Duration::from_millis(1100));
+        rusqlite::Connection::open(env.db_path())
+            .unwrap()
+            .execute(
+                "INSERT INTO trackpacks(name) VALUES (?1)",
+                [format!("before backup {i}")],
+            )
+            .unwrap();
         env.backup_ok();
+        rows = table_rows(&env.db_path(), "trackpacks");
     }
     let files = entries(&env.archive_dir());
     let sealed: Vec<&String> = files
@@ -491,6 +490,11 @@ fn encrypt_local_keeps_only_encrypted_backups_with_their_own_latest_link() {
     fs::write(env.db_path(), b"broken").unwrap();
     let out = db_restore(&env, "latest", 0);
     assert_eq!(integrity(&env.db_path()), "ok");
+    assert_eq!(
+        table_rows(&env.db_path(), "trackpacks"),
+        rows,
+        "the newest backup's rows came back"
+    );
     // The plan names the encrypted archive the operator chose, never the
     // private decrypted copy (which is gone by now).
     let from = format!("  from      {}", env.archive_dir().join(&link).display());
@@ -582,6 +586,7 @@ fn rsync_and_s3_receive_only_ciphertext_and_restores_come_back_from_it() {
         recipients.to_str().unwrap(),
     );
     env.backup_ok();
+    let rows = table_rows(&env.db_path(), "trackpacks");
     let name = env.archives().pop().unwrap();
     let sealed_name = format!("{name}.age");
 
@@ -625,6 +630,11 @@ fn rsync_and_s3_receive_only_ciphertext_and_restores_come_back_from_it() {
             stderr(&out)
         );
         assert_eq!(integrity(&env.db_path()), "ok", "{from}");
+        assert_eq!(
+            table_rows(&env.db_path(), "trackpacks"),
+            rows,
+            "{from}: the backup's rows came back"
+        );
     }
     let list = env.expect(&["list", "--target", "s3"], 0);
     assert!(stdout(&list).contains(&sealed_name), "{}", stdout(&list));

@@ -6,39 +6,11 @@
 //! with real files, real mounts and the real binary.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use tempfile::TempDir;
-
+use crate::support::remote::Remote;
+use crate::support::stick::Stick;
 use crate::support::*;
-
-/// A tmpfs of `bytes` mounted on a fresh directory; unmounted on drop.
-struct Tmpfs {
-    path: PathBuf,
-    _dir: TempDir,
-}
-
-impl Tmpfs {
-    fn new(bytes: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mnt");
-        fs::create_dir(&path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(&path)
-            .output()
-            .expect("mount");
-        assert!(out.status.success(), "mount: {}", stderr(&out));
-        Self { path, _dir: dir }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
 
 /// Changes one byte in the middle of `path`, as bit rot would.
 fn rot(path: &Path) {
@@ -74,8 +46,8 @@ fn members_named(path: &Path, member: &str) -> usize {
 }
 
 /// A stick of its own: a small tmpfs, which is a mount point.
-fn stick_env(env: &mut TestEnv) -> Tmpfs {
-    let stick = Tmpfs::new(64 << 20);
+fn stick_env(env: &mut TestEnv) -> Stick {
+    let stick = Stick::tmpfs("64m");
     env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
     stick
 }
@@ -246,7 +218,7 @@ fn a_rotted_local_copy_is_never_preferred_to_the_targets() {
 #[test]
 fn restore_from_a_rotted_rsync_copy_is_refused_and_nothing_gets_its_name() {
     let mut env = TestEnv::new();
-    let remote = crate::targets::Remote::new(&mut env);
+    let remote = Remote::new(&mut env);
     env.backup_ok();
     let name = env.archives().remove(0);
     rot(&remote.dir.join(&name));
@@ -267,7 +239,7 @@ fn restore_from_a_rotted_rsync_copy_is_refused_and_nothing_gets_its_name() {
 fn an_rsync_download_cut_off_midway_leaves_nothing_and_the_retry_works() {
     use std::os::unix::fs::PermissionsExt;
     let mut env = TestEnv::new();
-    let _remote = crate::targets::Remote::new(&mut env);
+    let _remote = Remote::new(&mut env);
     env.backup_ok();
     let name = env.archives().remove(0);
     let size = fs::metadata(env.archive_dir().join(&name)).unwrap().len();
@@ -342,7 +314,7 @@ fn an_rsync_download_cut_off_midway_leaves_nothing_and_the_retry_works() {
 #[test]
 fn copy_checks_the_local_archive_first_and_sends_nothing_when_it_rotted() {
     let mut env = TestEnv::new();
-    let (_, public) = crate::encrypt::keygen(&env);
+    let (_, public) = keygen(&env);
     env.backup_ok();
     env.backup_ok();
     let names = env.archives();
@@ -394,11 +366,11 @@ fn the_free_space_check_counts_the_encrypted_copy() {
     let mut env = TestEnv::with_audio(6);
     let data = bytes_under(&env.data_dir);
     // Room for the data once with 3 MiB to spare, far from twice.
-    let disk = Tmpfs::new((data + (3 << 20)).next_multiple_of(4096));
+    let disk = Stick::tmpfs(&(data + (3 << 20)).next_multiple_of(4096).to_string());
     env.backup_dir = disk.path.join("mss");
     let backup_dir = env.backup_dir.display().to_string();
     env.set("MSS_BACKUP_DIR", &backup_dir);
-    let (_, public) = crate::encrypt::keygen(&env);
+    let (_, public) = keygen(&env);
     env.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
     env.set("MSS_BACKUP_ENCRYPT_LOCAL", "true");
 

@@ -16,62 +16,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use crate::faults::{
-    Tmpfs, assert_next_run_cleans_up, assert_nothing_lost, data_tree, lock_database,
-    wait_for_staging, wavs, wrapped,
-};
+use crate::support::kill::{assert_next_run_cleans_up, assert_nothing_lost, strace_signal_at};
+use crate::support::stick::Stick;
+use crate::support::tree::data_tree;
 use crate::support::*;
-
-/// Runs `mss-backup ARGS` under strace, which sends `signal` to it at the
-/// entry of the `when`-th `syscall` that touches `path`.
-fn strace_signal(
-    env: &TestEnv,
-    signal: &str,
-    syscall: &str,
-    path: &Path,
-    when: u32,
-    args: &[&str],
-) -> Output {
-    strace_signal_at(env, None, signal, syscall, path, when, args)
-}
-
-/// [`strace_signal`] with the wall clock frozen at `clock` (`faketime`),
-/// so that the new backup's name, and its partial's, are known ahead.
-fn strace_signal_at(
-    env: &TestEnv,
-    clock: Option<&str>,
-    signal: &str,
-    syscall: &str,
-    path: &Path,
-    when: u32,
-    args: &[&str],
-) -> Output {
-    let trace = format!("trace={syscall}");
-    let inject = format!("inject={syscall}:signal={signal}:when={when}");
-    let path = path.to_str().unwrap();
-    let mut wrapper = vec![
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "-P",
-        path,
-        "-e",
-        &trace,
-        "-e",
-        &inject,
-        "--",
-    ];
-    if let Some(clock) = clock {
-        wrapper.extend(["faketime", "-f", clock]);
-    }
-    let mut cmd = wrapped(env, &wrapper, args);
-    // Only the wall clock is faked: timeouts keep working.
-    cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    cmd.output()
-        .expect("strace and faketime must be installed (cargo xtask test installs them)")
-}
 
 /// Every file in `dir` with its bytes (a symlink: where it points).
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -145,7 +93,7 @@ fn ctrl_c_mid_archive_removes_the_partial_and_keeps_every_older_backup() {
 
     // SIGINT as the archive writer opens a WAV half-way through: the
     // partial is there, half written.
-    let out = strace_signal(&env, "SIGINT", "openat", &middle, 1, &[]);
+    let out = strace_signal_at(&env, None, "SIGINT", "openat", Some(&middle), 1, &[]);
 
     assert_interrupted(
         &env,
@@ -213,7 +161,7 @@ fn systemctl_stop_while_the_database_is_busy_removes_the_staging_copy() {
 #[test]
 fn systemctl_stop_during_a_backups_copy_to_a_usb_stick_keeps_the_local_backup() {
     let mut env = TestEnv::with_audio(4);
-    let stick = Tmpfs::mount(&env.root.path().join("stick"), "64m");
+    let stick = Stick::tmpfs("64m");
     env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
     env.backup_ok();
     let on_stick = stick.path.join("mss-backup");
@@ -233,7 +181,7 @@ fn systemctl_stop_during_a_backups_copy_to_a_usb_stick_keeps_the_local_backup() 
         Some("2030-01-01 03:00:00"),
         "SIGTERM",
         "openat",
-        &partial,
+        Some(&partial),
         1,
         &[],
     );
@@ -271,7 +219,7 @@ fn systemctl_stop_during_a_backups_copy_to_a_usb_stick_keeps_the_local_backup() 
 fn ctrl_c_during_a_copy_to_a_usb_stick_leaves_nothing_on_it() {
     let mut env = TestEnv::with_audio(4);
     env.backup_ok();
-    let stick = Tmpfs::mount(&env.root.path().join("stick"), "64m");
+    let stick = Stick::tmpfs("64m");
     env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
     let name = env.archives().pop().unwrap();
     let on_stick = stick.path.join("mss-backup");
@@ -281,7 +229,15 @@ fn ctrl_c_during_a_copy_to_a_usb_stick_leaves_nothing_on_it() {
     // sidecar is there already, under its name).
     let partial = on_stick.join(format!(".{name}.partial"));
 
-    let out = strace_signal(&env, "SIGINT", "openat", &partial, 1, &["copy", "usb"]);
+    let out = strace_signal_at(
+        &env,
+        None,
+        "SIGINT",
+        "openat",
+        Some(&partial),
+        1,
+        &["copy", "usb"],
+    );
 
     assert_interrupted(
         &env,
@@ -313,11 +269,12 @@ fn ctrl_c_while_a_restore_stages_removes_the_staging_copy_and_changes_nothing() 
 
     // SIGINT on the second read of the archive (the first took all of
     // it): the staging dir exists, and is filled as the archive decodes.
-    let out = strace_signal(
+    let out = strace_signal_at(
         &env,
+        None,
         "SIGINT",
         "read",
-        &archive,
+        Some(&archive),
         2,
         &["restore", "all", "--yes", "--no-stop"],
     );
@@ -344,11 +301,12 @@ fn ctrl_c_during_a_restores_swap_waits_for_it_and_says_the_restore_is_complete()
 
     // SIGINT at the exchange of the staged tree with the live one: the
     // swap's thread holds it back until the swap is over.
-    let out = strace_signal(
+    let out = strace_signal_at(
         &env,
+        None,
         "SIGINT",
         "renameat2",
-        &data_dir,
+        Some(&data_dir),
         1,
         &["restore", "all", "--yes", "--no-stop"],
     );
@@ -382,7 +340,7 @@ fn ctrl_c_during_a_restores_swap_waits_for_it_and_says_the_restore_is_complete()
 #[test]
 fn systemctl_stop_during_verify_of_an_encrypted_backup_removes_the_decrypted_copy() {
     let mut env = TestEnv::with_audio(4);
-    let (identity, public) = crate::encrypt::keygen(&env);
+    let (identity, public) = keygen(&env);
     env.set("MSS_BACKUP_ENCRYPT_RECIPIENTS", &public);
     env.set("MSS_BACKUP_ENCRYPT_LOCAL", "true");
     env.set("MSS_BACKUP_IDENTITY_FILE", identity.to_str().unwrap());
@@ -397,7 +355,15 @@ fn systemctl_stop_during_verify_of_an_encrypted_backup_removes_the_decrypted_cop
     // SIGTERM while the archive is read for decryption: the first few
     // reads (1 MiB each) hash it against its sidecar, the next ones (64
     // KiB chunks) decrypt it into a private copy in the backup dir.
-    let out = strace_signal(&env, "SIGTERM", "read", &archive, 20, &["verify", &name]);
+    let out = strace_signal_at(
+        &env,
+        None,
+        "SIGTERM",
+        "read",
+        Some(&archive),
+        20,
+        &["verify", &name],
+    );
 
     assert_interrupted(
         &env,

@@ -4,106 +4,14 @@
 //! checked by bash and man, and `doctor`.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use crate::support::http::HttpStub;
+use crate::support::terminal::on_a_terminal;
 use crate::support::*;
-
-/// One request as the monitoring server saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Request {
-    method: String,
-    path: String,
-    body: String,
-}
-
-/// A Healthchecks stand-in: answers every request with `status` and
-/// records it. The thread lives as long as the test process.
-struct PingServer {
-    url: String,
-    requests: Arc<Mutex<Vec<Request>>>,
-}
-
-impl PingServer {
-    fn start(status: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&requests);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                if let Some(request) = read_request(&stream) {
-                    seen.lock().unwrap().push(request);
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} Whatever\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
-                );
-            }
-        });
-        Self {
-            url: format!("http://127.0.0.1:{port}/ping/0f3e-secret-uuid"),
-            requests,
-        }
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn read_request(stream: &TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let mut length = 0;
-    let mut chunked = false;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).ok()?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':')?;
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.trim().parse().ok()?;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.trim().eq_ignore_ascii_case("chunked");
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).ok()?;
-            let size = usize::from_str_radix(size.trim(), 16).ok()?;
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).ok()?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        body.resize(length, 0);
-        reader.read_exact(&mut body).ok()?;
-    }
-    Some(Request {
-        method,
-        path,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
 
 fn log_text(env: &TestEnv) -> String {
     fs::read_to_string(env.backup_dir.join("backup.log")).unwrap()
@@ -112,7 +20,7 @@ fn log_text(env: &TestEnv) -> String {
 #[test]
 fn a_good_run_pings_start_then_success_and_never_shows_the_secret() {
     let mut env = TestEnv::new();
-    let server = PingServer::start(200);
+    let server = HttpStub::start(200, "/ping/0f3e-secret-uuid");
     env.set("MSS_BACKUP_PING_URL", &server.url);
     env.backup_ok();
     let requests = server.requests();
@@ -138,7 +46,7 @@ fn a_good_run_pings_start_then_success_and_never_shows_the_secret() {
 #[test]
 fn a_failed_run_pings_fail_with_the_error_in_the_body() {
     let mut env = TestEnv::new();
-    let server = PingServer::start(200);
+    let server = HttpStub::start(200, "/ping/0f3e-secret-uuid");
     env.set("MSS_BACKUP_PING_URL", &format!("{}/", server.url));
     fs::remove_file(env.db_path()).unwrap();
     env.expect(&[], 1);
@@ -162,7 +70,7 @@ fn a_failed_run_pings_fail_with_the_error_in_the_body() {
 #[test]
 fn a_lock_held_run_sends_no_ping() {
     let mut env = TestEnv::new();
-    let server = PingServer::start(200);
+    let server = HttpStub::start(200, "/ping/0f3e-secret-uuid");
     env.set("MSS_BACKUP_PING_URL", &server.url);
     fs::create_dir_all(&env.backup_dir).unwrap();
     let lock = hold_lock(&env);
@@ -200,7 +108,7 @@ fn an_unreachable_or_failing_monitor_never_fails_the_backup() {
     );
 
     // A server error is retried (three tries per ping), then logged.
-    let server = PingServer::start(500);
+    let server = HttpStub::start(500, "/ping/0f3e-secret-uuid");
     env.set("MSS_BACKUP_PING_URL", &server.url);
     env.backup_ok();
     let requests = server.requests();
@@ -304,7 +212,12 @@ fn the_metrics_file_describes_the_last_run_for_node_exporter() {
 
     // A failed run: status 0, the last success kept.
     fs::remove_file(env.db_path()).unwrap();
-    env.expect(&[], 1);
+    let out = env.expect(&[], 1);
+    assert!(
+        stderr(&out).contains("Database not found"),
+        "{}",
+        stderr(&out)
+    );
     let samples = parse_metrics(&fs::read_to_string(&path).unwrap());
     assert_eq!(metric(&samples, "mss_backup_last_run_success"), Some(0.0));
     assert_eq!(
@@ -335,42 +248,24 @@ fn a_metrics_file_that_cannot_be_written_is_a_warning_only() {
     assert!(log_text(&env).contains("cannot write the metrics file"));
 }
 
-/// Runs mss-backup under `script`, so its stdout and stderr are a real
-/// terminal; returns everything the terminal showed.
-fn at_a_terminal(env: &TestEnv, args: &str) -> String {
-    let out = Command::new("script")
-        .args(["-qec", &format!("'{BIN}' {args}"), "/dev/null"])
-        .env_clear()
-        .env("HOME", &env.home)
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TMPDIR", env.root.path())
-        .env("TERM", "xterm")
-        .envs(env.vars.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .expect("script (util-linux) must be installed");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn progress_bars_show_at_a_terminal_only() {
     let env = TestEnv::new();
-    let screen = at_a_terminal(&env, "backup");
+    let at_a_terminal = |args: &str| {
+        let (code, screen) = on_a_terminal(&env, args, "");
+        assert_eq!(code, 0, "{args}: {screen}");
+        screen
+    };
+    let screen = at_a_terminal("backup");
     for phase in ["Archiving", "Reading back"] {
         assert!(screen.contains(phase), "{phase} bar missing: {screen}");
     }
     assert!(screen.contains("MiB/"), "bytes done of the total: {screen}");
     assert!(screen.contains("Backup OK"), "{screen}");
-    let screen = at_a_terminal(&env, "verify");
+    let screen = at_a_terminal("verify");
     assert!(screen.contains("Verifying"), "{screen}");
 
-    let quiet = at_a_terminal(&env, "--quiet backup");
+    let quiet = at_a_terminal("--quiet backup");
     assert!(!quiet.contains("Archiving"), "{quiet}");
     assert!(
         !quiet.contains("Backup OK"),

@@ -7,83 +7,16 @@
 //! 127.0.0.1.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::DefaultHasher;
 use std::fs;
-use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
+use crate::support::hooks::Service;
+use crate::support::tar::HostileTar;
+use crate::support::terminal::on_a_terminal;
+use crate::support::tree::*;
 use crate::support::*;
-
-/// One path of a tree, as much as a restore must preserve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    File { content: u64, mode: u32, mtime: i64 },
-    Dir { mode: u32, mtime: i64 },
-    Link { target: PathBuf, mtime: i64 },
-}
-
-/// Every path under `dir` (not `dir` itself). `precise` keeps mtimes to
-/// the nanosecond (for "untouched"); otherwise to the second, which is what
-/// a tar archive holds.
-fn tree(dir: &Path, precise: bool) -> BTreeMap<String, Node> {
-    fn walk(dir: &Path, prefix: &str, precise: bool, out: &mut BTreeMap<String, Node>) {
-        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let rel = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            let meta = fs::symlink_metadata(entry.path()).unwrap();
-            let mtime = if precise {
-                meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
-            } else {
-                meta.mtime()
-            };
-            let mode = meta.permissions().mode() & 0o7777;
-            let node = if meta.file_type().is_symlink() {
-                Node::Link {
-                    target: fs::read_link(entry.path()).unwrap(),
-                    mtime,
-                }
-            } else if meta.is_dir() {
-                walk(&entry.path(), &format!("{rel}/"), precise, out);
-                Node::Dir { mode, mtime }
-            } else {
-                let mut hasher = DefaultHasher::new();
-                fs::read(entry.path()).unwrap().hash(&mut hasher);
-                Node::File {
-                    content: hasher.finish(),
-                    mode,
-                    mtime,
-                }
-            };
-            out.insert(rel, node);
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, "", precise, &mut out);
-    out
-}
-
-/// Compares two trees and names the first difference.
-fn assert_same_tree(actual: &BTreeMap<String, Node>, expected: &BTreeMap<String, Node>) {
-    for (path, node) in expected {
-        assert_eq!(actual.get(path), Some(node), "{path}");
-    }
-    let extra: Vec<_> = actual
-        .keys()
-        .filter(|k| !expected.contains_key(*k))
-        .collect();
-    assert!(extra.is_empty(), "unexpected paths: {extra:?}");
-}
-
-fn without_db(mut tree: BTreeMap<String, Node>) -> BTreeMap<String, Node> {
-    tree.retain(|path, _| !path.starts_with("data/sound_machine.db"));
-    tree
-}
 
 /// Names of entries in `dir` that contain `needle`.
 fn names_with(dir: &Path, needle: &str) -> Vec<String> {
@@ -132,90 +65,6 @@ impl Untouched {
             self.project,
             "no staging dir or safety net left beside cloud-data"
         );
-    }
-}
-
-/// The fake MSS: stop and start scripts that append to `calls`, and a
-/// health endpoint on 127.0.0.1 answering `status`.
-struct Service {
-    calls: PathBuf,
-    hits: Arc<Mutex<Vec<String>>>,
-}
-
-impl Service {
-    fn install(env: &mut TestEnv, status: u16) -> Self {
-        Self::install_with(env, status, "exit 0", "exit 0")
-    }
-
-    /// `stop_tail` and `start_tail` end the scripts (after the call is
-    /// recorded), e.g. `exit 3`.
-    fn install_with(env: &mut TestEnv, status: u16, stop_tail: &str, start_tail: &str) -> Self {
-        let dir = env.root.path().join("service");
-        fs::create_dir_all(&dir).unwrap();
-        let calls = dir.join("calls");
-        for (name, tail) in [("stop", stop_tail), ("start", start_tail)] {
-            let script = dir.join(format!("{name}.sh"));
-            fs::write(
-                &script,
-                format!(
-                    "#!/bin/sh\necho \"{name} $(pwd)\" >> '{}'\n{tail}\n",
-                    calls.display()
-                ),
-            )
-            .unwrap();
-            env.set(
-                &format!("MSS_BACKUP_{}_CMD", name.to_uppercase()),
-                &format!("sh '{}'", script.display()),
-            );
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let hits = Arc::new(Mutex::new(Vec::new()));
-        let seen = hits.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head)
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                seen.lock().unwrap().push(line);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} Whatever\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]"
-                );
-            }
-        });
-        env.set(
-            "MSS_BACKUP_HEALTH_URL",
-            &format!("http://127.0.0.1:{port}/api/trackpacks"),
-        );
-        Self { calls, hits }
-    }
-
-    /// The recorded calls, as `stop`/`start` (checked to run in `dir`).
-    fn calls(&self, dir: &Path) -> Vec<String> {
-        fs::read_to_string(&self.calls)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| match line.split_once(' ') {
-                Some((what, cwd)) if Path::new(cwd) == dir => what.to_string(),
-                _ => line.to_string(),
-            })
-            .collect()
-    }
-
-    fn hits(&self) -> Vec<String> {
-        self.hits.lock().unwrap().clone()
     }
 }
 
@@ -319,10 +168,7 @@ fn db_restore_round_trip_moves_the_old_database_and_its_wal_aside() {
 
     assert_eq!(service.calls(&env.project_dir), ["stop", "start"]);
     assert!(
-        service
-            .hits()
-            .iter()
-            .all(|h| h == "GET /api/trackpacks HTTP/1.1"),
+        service.hits().iter().all(|h| h == "GET /api/trackpacks"),
         "{:?}",
         service.hits()
     );
@@ -462,95 +308,6 @@ fn a_flipped_byte_or_a_truncated_archive_is_refused_and_live_data_stays_byte_ide
     );
     fs::write(&path, &original).unwrap();
     env.expect(&["restore", "db", "--dry-run"], 0);
-}
-
-/// Writes tar headers byte by byte, to make what no well-behaved tar
-/// library would: absolute paths, `..`, links out, device nodes.
-struct HostileTar {
-    tar: Vec<u8>,
-    manifest: String,
-}
-
-impl HostileTar {
-    fn new() -> Self {
-        Self {
-            tar: Vec::new(),
-            manifest: String::new(),
-        }
-    }
-
-    fn header(&mut self, path: &str, kind: u8, size: usize, link: &str, mode: u32) {
-        let mut h = [0u8; 512];
-        let put = |h: &mut [u8; 512], at: usize, bytes: &[u8]| {
-            h[at..at + bytes.len()].copy_from_slice(bytes);
-        };
-        assert!(path.len() < 100 && link.len() < 100);
-        put(&mut h, 0, path.as_bytes());
-        put(&mut h, 100, format!("{mode:07o}\0").as_bytes());
-        put(&mut h, 108, b"0000000\0");
-        put(&mut h, 116, b"0000000\0");
-        put(&mut h, 124, format!("{size:011o}\0").as_bytes());
-        put(
-            &mut h,
-            136,
-            format!("{:011o}\0", 1_700_000_000u64).as_bytes(),
-        );
-        h[156] = kind;
-        put(&mut h, 157, link.as_bytes());
-        put(&mut h, 257, b"ustar\0");
-        put(&mut h, 263, b"00");
-        if kind == b'3' || kind == b'4' {
-            put(&mut h, 329, b"0000001\0");
-            put(&mut h, 337, b"0000003\0");
-        }
-        put(&mut h, 148, b"        ");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
-        self.tar.extend_from_slice(&h);
-    }
-
-    fn file(&mut self, path: &str, data: &[u8], dir: &Path) -> &mut Self {
-        self.header(path, b'0', data.len(), "", 0o644);
-        self.tar.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.tar.extend(std::iter::repeat_n(0u8, pad));
-        let scratch = dir.join("member");
-        fs::write(&scratch, data).unwrap();
-        let sum = tool("sha256sum", &[scratch.to_str().unwrap()], dir);
-        let hash = sum.split_whitespace().next().unwrap();
-        self.manifest.push_str(&format!("{hash}  {path}\n"));
-        self
-    }
-
-    fn entry(&mut self, path: &str, kind: u8, link: &str) -> &mut Self {
-        self.header(path, kind, 0, link, 0o755);
-        self
-    }
-
-    /// Ends the archive with a manifest of its regular files, gzips it
-    /// and writes a matching sidecar: it passes every checksum.
-    fn finish(&mut self, archive: &Path) {
-        let dir = archive.parent().unwrap();
-        let manifest = std::mem::take(&mut self.manifest);
-        self.file("MANIFEST.sha256", manifest.as_bytes(), dir);
-        self.tar.extend(std::iter::repeat_n(0u8, 1024));
-        let mut gzip = Command::new("gzip")
-            .arg("-c")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = gzip.stdin.take().unwrap();
-        let tar = std::mem::take(&mut self.tar);
-        let writer = std::thread::spawn(move || stdin.write_all(&tar).unwrap());
-        let out = gzip.wait_with_output().unwrap();
-        writer.join().unwrap();
-        assert!(out.status.success());
-        fs::write(archive, out.stdout).unwrap();
-        let name = archive.file_name().unwrap().to_str().unwrap();
-        let sidecar = tool("sha256sum", &[name], dir);
-        fs::write(dir.join(format!("{name}.sha256")), sidecar).unwrap();
-    }
 }
 
 /// A hostile archive: what it is, and the members that make it so.
@@ -793,30 +550,6 @@ fn without_a_terminal_and_without_yes_it_refuses() {
     assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
     before.check(&env);
     assert!(service.calls(&env.project_dir).is_empty());
-}
-
-/// Runs `mss-backup ARGS` on a pseudo-terminal (util-linux `script`),
-/// typing `answer`.
-fn on_a_terminal(env: &TestEnv, args: &str, answer: &str) -> (i32, String) {
-    let base = env.cmd(&[]);
-    let mut child = Command::new("script")
-        .args(["-qec", &format!("{BIN} {args}"), "/dev/null"])
-        .env_clear()
-        .envs(base.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("util-linux script must be installed");
-    let mut stdin = child.stdin.take().unwrap();
-    // Typed ahead: the terminal holds the line until the prompt reads it.
-    stdin.write_all(answer.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    drop(stdin);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 #[test]

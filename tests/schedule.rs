@@ -2,16 +2,8 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
-
-pub(crate) fn systemd_analyze(args: &[&str]) -> std::process::Output {
-    Command::new("systemd-analyze")
-        .args(args)
-        .output()
-        .expect("systemd-analyze must be installed (Debian package systemd)")
-}
 
 #[test]
 fn install_writes_units_systemd_accepts_and_an_env_file_the_nightly_run_reads() {
@@ -64,8 +56,18 @@ fn install_writes_units_systemd_accepts_and_an_env_file_the_nightly_run_reads() 
         "",
         "systemd-analyze verify warned"
     );
-    let calendar = systemd_analyze(&["calendar", "*-*-* 04:30:00"]);
-    assert!(calendar.status.success());
+    // systemd reads the generated timer's own OnCalendar= as 04:30 daily.
+    let on_calendar = timer_text
+        .lines()
+        .find_map(|l| l.strip_prefix("OnCalendar="))
+        .unwrap_or_else(|| panic!("no OnCalendar= in {timer_text}"));
+    let calendar = systemd_analyze(&["calendar", on_calendar]);
+    assert!(calendar.status.success(), "{}", stderr(&calendar));
+    assert!(
+        stdout(&calendar).contains("Normalized form: *-*-* 04:30:00"),
+        "{}",
+        stdout(&calendar)
+    );
 
     // The env file holds exactly what the shell had, privately.
     let env_file = env.home.join(".config/mss-backup/env");
@@ -77,11 +79,37 @@ fn install_writes_units_systemd_accepts_and_an_env_file_the_nightly_run_reads() 
         !text.contains("PATH="),
         "only our variables and credentials: {text}"
     );
-    // systemd reads the value back exactly (a unit that prints it would be
-    // the real proof; here the same parser rules are checked by the tool).
+    // The secret, quoted by the rules systemd documents for
+    // EnvironmentFile= (in double quotes, backslash escapes \ " $ `),
+    // written out by hand here, not by the code under test.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("AWS_SECRET_ACCESS_KEY="))
+        .unwrap_or_else(|| panic!("the secret is not in the env file: {text}"));
+    assert_eq!(
+        line,
+        r#"AWS_SECRET_ACCESS_KEY="0123-it's a \"secret\" \$HOME""#
+    );
+    // A POSIX shell, whose double-quote rules are the same for these
+    // escapes, reads it back exactly. (There is no systemd user manager in
+    // the test container to run `systemd-run --user -p EnvironmentFile=`.)
+    let read_back = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"set -a; . "$0"; printf %s "$AWS_SECRET_ACCESS_KEY""#,
+            env_file.to_str().unwrap(),
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&read_back), secret, "{}", stderr(&read_back));
+    // No user manager is reachable (the environment is cleared): the
+    // install says how to enable the timer instead of claiming it did.
     assert!(
         stdout(&out).contains("systemctl --user enable --now mss-backup.timer")
-            || stdout(&out).contains("Enabled")
+            && !stdout(&out).contains("Enabled"),
+        "{}",
+        stdout(&out)
     );
 
     // A manual run without the variables still sees them, from the env file.

@@ -8,136 +8,13 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use mss_backup_core::{ArtifactName, Target, TargetError};
-use tempfile::TempDir;
 
+use crate::support::remote::*;
+use crate::support::stick::*;
 use crate::support::*;
-
-fn run_ok(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A "stick" of its own: a fresh directory on one of the test filesystems,
-/// bind-mounted on a fresh mount point; unmounted and removed on drop.
-pub(crate) struct Stick {
-    pub(crate) path: PathBuf,
-    backing: PathBuf,
-    _mount_dir: TempDir,
-}
-
-impl Stick {
-    pub(crate) fn bind(fs_var: &str) -> Self {
-        let backing = PathBuf::from(service_var(fs_var)).join(unique("t"));
-        fs::create_dir(&backing).unwrap();
-        let mount_dir = tempfile::tempdir().unwrap();
-        let path = mount_dir.path().join("stick");
-        fs::create_dir(&path).unwrap();
-        run_ok(
-            "mount",
-            &["--bind", backing.to_str().unwrap(), path.to_str().unwrap()],
-        );
-        Self {
-            path,
-            backing,
-            _mount_dir: mount_dir,
-        }
-    }
-
-    /// A tmpfs of its own, `size` big (for the free-space check).
-    pub(crate) fn tmpfs(size: &str) -> Self {
-        let mount_dir = tempfile::tempdir().unwrap();
-        let path = mount_dir.path().join("stick");
-        fs::create_dir(&path).unwrap();
-        run_ok(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                path.to_str().unwrap(),
-            ],
-        );
-        Self {
-            backing: path.clone(),
-            path,
-            _mount_dir: mount_dir,
-        }
-    }
-
-    pub(crate) fn backups(&self) -> PathBuf {
-        self.path.join("mss-backup")
-    }
-}
-
-impl Drop for Stick {
-    fn drop(&mut self) {
-        let path = self.path.to_str().unwrap_or_default();
-        let unmounted = Command::new("umount")
-            .arg(path)
-            .status()
-            .is_ok_and(|s| s.success())
-            || Command::new("umount")
-                .args(["-l", path])
-                .status()
-                .is_ok_and(|s| s.success());
-        if unmounted && self.backing != self.path {
-            let _ = fs::remove_dir_all(&self.backing);
-        }
-    }
-}
-
-/// The whole test filesystem as the stick (for the tmpfs and FAT tests
-/// proper), emptied of what an earlier run left.
-fn whole_fs_stick(fs_var: &str) -> PathBuf {
-    let stick = PathBuf::from(service_var(fs_var));
-    let _ = fs::remove_dir_all(stick.join("mss-backup"));
-    let _ = fs::remove_file(stick.join(".mss-backup-target"));
-    stick
-}
-
-/// Backup archive names in `dir`, sorted.
-fn backups_in(dir: &Path) -> Vec<String> {
-    entries(dir)
-        .into_iter()
-        .filter(|n| is_backup_name(n))
-        .collect()
-}
-
-/// Asserts `dir` holds every local backup named, byte for byte, with a
-/// sidecar that `sha256sum -c` accepts right there.
-fn assert_copied(env: &TestEnv, dir: &Path, names: &[String]) {
-    for name in names {
-        let copy = fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name} in {dir:?}: {e}"));
-        assert!(
-            copy == fs::read(env.archive_dir().join(name)).unwrap(),
-            "{name} differs"
-        );
-        let check = tool("sha256sum", &["-c", &format!("{name}.sha256")], dir);
-        assert!(check.contains(&format!("{name}: OK")), "{check}");
-    }
-}
-
-pub(crate) fn target<'a>(status: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
-    status["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"].as_str().unwrap().starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} target in {status}"))
-}
 
 /// The local backup of a run whose offsite copy failed is whole.
 fn assert_local_intact(env: &TestEnv) {
@@ -663,50 +540,6 @@ fn fat_refuses_a_backup_of_4_gib_before_writing_a_byte() {
 }
 
 // ---------------------------------------------------------------- rsync
-
-/// A directory of its own on the test sshd's side, and the variables that
-/// point the rsync target at it.
-pub(crate) struct Remote {
-    /// The remote directory, seen through the local filesystem.
-    pub(crate) dir: PathBuf,
-}
-
-impl Remote {
-    pub(crate) fn new(env: &mut TestEnv) -> Self {
-        let dir = PathBuf::from(service_var("MSS_TEST_SSH_ROOT")).join(unique("t"));
-        let dest = format!(
-            "{}@{}:{}",
-            service_var("MSS_TEST_SSH_USER"),
-            service_var("MSS_TEST_SSH_HOST"),
-            dir.display()
-        );
-        env.set("MSS_BACKUP_RSYNC_DEST", &dest);
-        env.set(
-            "MSS_BACKUP_RSYNC_RSH",
-            &rsh("ssh", &service_var("MSS_TEST_SSH_KEY")),
-        );
-        Self { dir }
-    }
-}
-
-impl Drop for Remote {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A remote shell command for the test sshd with `key`.
-fn rsh(program: &str, key: &str) -> String {
-    rsh_to_port(program, key, &service_var("MSS_TEST_SSH_PORT"))
-}
-
-fn rsh_to_port(program: &str, key: &str, port: &str) -> String {
-    let hosts = match std::env::var("MSS_TEST_SSH_KNOWN_HOSTS") {
-        Ok(file) if !file.is_empty() => format!("-o UserKnownHostsFile={file}"),
-        _ => "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null".to_string(),
-    };
-    format!("{program} -p {port} -i {key} -o IdentitiesOnly=yes {hosts}")
-}
 
 #[test]
 fn rsync_uploads_the_archive_and_then_its_sidecar() {

@@ -1,11 +1,28 @@
 //! `TestEnv`: a temp HOME with an MSS project, its cloud-data and a backup
 //! dir, and a command with the environment cleared so a developer's own
-//! variables never leak into a test.
+//! variables never leak into a test. The fixtures the test modules share
+//! live in the submodules, one copy each, so no test module imports
+//! another: sticks and small disks, the sshd remote, the Ceph gateway and a
+//! proxy in front of it, an HTTP stub, the MSS stop/start hooks, a byte-level
+//! tar writer, tree hashers, a terminal, a database writer and kill points.
+
+pub mod hooks;
+pub mod http;
+pub mod kill;
+pub mod proxy;
+pub mod remote;
+pub mod rgw;
+pub mod stick;
+pub mod tar;
+pub mod terminal;
+pub mod tree;
+pub mod writer;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use mss_backup_core::sample::{self, SampleSpec};
 use tempfile::TempDir;
@@ -83,15 +100,22 @@ impl TestEnv {
         self.vars.retain(|(k, _)| k != key);
     }
 
-    /// `mss-backup ARGS` with only HOME, PATH, TMPDIR and our variables.
-    pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_clear()
+    /// `program` with only HOME, PATH, TMPDIR and our variables: the one
+    /// place the environment is cleared.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
             .env("HOME", &self.home)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("TMPDIR", self.root.path())
             .envs(self.vars.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// `mss-backup ARGS` with only HOME, PATH, TMPDIR and our variables.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.command(BIN);
+        cmd.args(args);
         cmd
     }
 
@@ -288,4 +312,110 @@ pub fn doctor_line<'a>(text: &'a str, name: &str) -> &'a str {
                 .is_some_and(|(_, rest)| rest.starts_with(&padded))
         })
         .unwrap_or_else(|| panic!("no {name} line in:\n{text}"))
+}
+
+/// `wrapper... mss-backup ARGS` with the same cleared environment as
+/// `TestEnv::cmd`.
+pub fn wrapped(env: &TestEnv, wrapper: &[&str], args: &[&str]) -> Command {
+    let mut cmd = env.command(wrapper[0]);
+    cmd.args(&wrapper[1..]).arg(BIN).args(args);
+    cmd
+}
+
+/// Locks the live database (rollback journal, `BEGIN EXCLUSIVE`): a backup
+/// started now lists `cloud-data/`, passes its free-space check, makes its
+/// staging dir and then waits for the database. A real way to reach the
+/// moment between listing and reading, with no hook in the code.
+pub fn lock_database(env: &TestEnv) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(env.db_path()).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=DELETE; BEGIN EXCLUSIVE; INSERT INTO trackpacks(name) VALUES ('held');",
+    )
+    .unwrap();
+    conn
+}
+
+/// Waits until the backup `pid` made its staging dir (it then waits for
+/// the locked database).
+pub fn wait_for_staging(env: &TestEnv, child: &mut std::process::Child) {
+    let staging = env.backup_dir.join(format!(".staging-{}", child.id()));
+    let started = Instant::now();
+    while !staging.is_dir() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the backup ended before reaching the database: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no staging dir"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The sample's WAV uploads, sorted.
+pub fn wavs(env: &TestEnv) -> Vec<PathBuf> {
+    let dir = env.data_dir.join("Sounds/uploads");
+    let mut wavs: Vec<PathBuf> = entries(&dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".wav"))
+        .map(|n| dir.join(n))
+        .collect();
+    wavs.sort();
+    wavs
+}
+
+/// `mss-backup keygen` into a fresh file: its path and public key.
+pub fn keygen(env: &TestEnv) -> (PathBuf, String) {
+    let path = env.home.join(unique("identity"));
+    let out = env.expect(&["keygen", path.to_str().unwrap()], 0);
+    let public = stdout(&out).trim().to_string();
+    assert!(
+        public.starts_with("age1") && !public.contains('\n'),
+        "{public}"
+    );
+    (path, public)
+}
+
+/// `systemd-analyze ARGS`: systemd's own reading of units and calendars.
+pub fn systemd_analyze(args: &[&str]) -> std::process::Output {
+    Command::new("systemd-analyze")
+        .args(args)
+        .output()
+        .expect("systemd-analyze must be installed (Debian package systemd)")
+}
+
+/// The status entry of the target whose name starts with `prefix`.
+pub fn target<'a>(status: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
+    status["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} target in {status}"))
+}
+
+/// Rows of a table, as text, for comparing databases by content.
+pub fn table_rows(db: &Path, table: &str) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
+        .unwrap();
+    let columns = stmt.column_count();
+    stmt.query_map([], |row| {
+        Ok((0..columns)
+            .map(|i| match row.get_ref(i).unwrap() {
+                rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                rusqlite::types::ValueRef::Blob(b) => format!("{b:02x?}"),
+            })
+            .collect::<Vec<_>>()
+            .join("|"))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }
