@@ -15,6 +15,7 @@ mod integrity;
 mod interrupt;
 mod mistakes;
 mod network;
+mod night;
 mod operator;
 mod ops;
 mod owner;

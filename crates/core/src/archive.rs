@@ -261,6 +261,26 @@ pub struct ArchiveWriter<W: Write> {
     warnings: Vec<String>,
     /// Every member name so far, to refuse a second of any.
     names: HashSet<String>,
+    /// The last entry had gzip members of its own, so the next one starts
+    /// a new member.
+    after_own_member: bool,
+}
+
+/// A file at least this big starts a gzip member of its own and ends it
+/// (cut at fixed offsets from its header when it is bigger than a chunk),
+/// so its members are the same bytes in every backup it is unchanged in.
+pub const OWN_MEMBER_MIN: u64 = 256 << 10;
+/// Smaller entries share members in groups: an entry starts a new group
+/// when its path's hash says so (one in this many), never because of what
+/// came before it, so an added or changed file changes its own group only.
+const GROUP_ANCHOR_EVERY: u64 = 16;
+
+/// FNV-1a of a member path: stable across runs, builds and machines (std's
+/// hasher promises none of that).
+fn path_hash(rel: &str) -> u64 {
+    rel.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl<W: Write> ArchiveWriter<W> {
@@ -275,7 +295,24 @@ impl<W: Write> ArchiveWriter<W> {
             files: 0,
             warnings: Vec::new(),
             names: HashSet::new(),
+            after_own_member: false,
         }
+    }
+
+    /// Decides, before `rel`'s header is written, whether it starts a gzip
+    /// member: files of [`OWN_MEMBER_MIN`] or more do, and so does what
+    /// follows them; a smaller entry does when its path anchors a group.
+    /// Members then follow files, whatever else the backup holds.
+    fn member_boundary(&mut self, rel: &str, own: bool) -> Result<(), ArchiveError> {
+        let anchor = own || self.after_own_member || path_hash(rel) % GROUP_ANCHOR_EVERY == 0;
+        self.after_own_member = own;
+        if anchor {
+            self.tar
+                .get_mut()
+                .end_member()
+                .map_err(ArchiveError::Write)?;
+        }
+        Ok(())
     }
 
     /// Claims `rel` for one member; a name already taken is an error, so
@@ -317,6 +354,7 @@ impl<W: Write> ArchiveWriter<W> {
             EntryKind::File => self.add_file(entry.section, &entry.rel, &entry.path, &meta),
             EntryKind::Dir => {
                 self.claim(&entry.rel)?;
+                self.member_boundary(&entry.rel, false)?;
                 let mut header = header_for(&meta);
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_size(0);
@@ -327,6 +365,7 @@ impl<W: Write> ArchiveWriter<W> {
             EntryKind::Symlink => {
                 let target = fs::read_link(&entry.path).map_err(read_err)?;
                 self.claim(&entry.rel)?;
+                self.member_boundary(&entry.rel, false)?;
                 let mut header = header_for(&meta);
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_size(0);
@@ -369,6 +408,7 @@ impl<W: Write> ArchiveWriter<W> {
             .get_mut()
             .set_content(section.content())
             .map_err(ArchiveError::Write)?;
+        self.member_boundary(rel, size >= OWN_MEMBER_MIN)?;
         let mut reader = HashingReader::new(ExactReader::new(file, size));
         let appended = self.tar.append_data(
             &mut header,
@@ -409,6 +449,7 @@ impl<W: Write> ArchiveWriter<W> {
             .get_mut()
             .set_content(Content::Dense)
             .map_err(ArchiveError::Write)?;
+        self.member_boundary(rel, bytes.len() as u64 >= OWN_MEMBER_MIN)?;
         self.tar
             .append_data(&mut header, rel, bytes)
             .map_err(ArchiveError::Write)?;

@@ -139,6 +139,13 @@ impl<W: Write> ParallelGz<W> {
         Ok(())
     }
 
+    /// Ends the current member here, so that what follows starts one of its
+    /// own. The archive writer calls it at file boundaries: an unchanged
+    /// file then gives the same members from one backup to the next.
+    pub fn end_member(&mut self) -> io::Result<()> {
+        self.dispatch()
+    }
+
     /// Compresses what is buffered, writes every member in order, and
     /// returns the inner writer (flushed).
     pub fn finish(mut self) -> io::Result<W> {

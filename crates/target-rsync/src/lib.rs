@@ -380,18 +380,34 @@ impl RsyncTarget {
         self.failed(action, detail)
     }
 
-    /// Copies one local file to `name` in the remote directory.
+    /// Copies one local file to `name` in the remote directory. With
+    /// `--fuzzy`, rsync takes the most similar file there (last night's
+    /// backup) as the basis of its delta, so only what changed crosses the
+    /// network: the archive's gzip members follow files (see
+    /// `mss_backup_core::archive`), so an unchanged file is the same bytes
+    /// in both. `--stats` says how much was sent; the log keeps it.
     fn upload(&self, local: &Path, name: &str) -> Result<(), TargetError> {
         let action = format!("uploading {name}");
-        self.rsync(
+        let stats = self.rsync(
             &[
+                "--fuzzy".into(),
+                "--stats".into(),
                 "--".into(),
                 local.as_os_str().to_owned(),
                 self.remote.spec(name).into(),
             ],
             &action,
-        )
-        .map(|_| ())
+        )?;
+        if let Some((literal, total)) = literal_data(&stats)
+            && total > 0
+        {
+            tracing::info!(
+                target = %self.name,
+                "{name}: rsync sent {literal} of {total} bytes as new data ({:.1}%), the rest matched what is there",
+                100.0 * literal as f64 / total as f64
+            );
+        }
+        Ok(())
     }
 
     /// Copies `name` from the remote directory to the local file `dest`.
@@ -406,6 +422,23 @@ impl RsyncTarget {
         )
         .map(|_| ())
     }
+}
+
+/// `Literal data` and `Total file size` from rsync's `--stats`.
+fn literal_data(stats: &str) -> Option<(u64, u64)> {
+    let figure = |label: &str| {
+        stats.lines().find_map(|line| {
+            let rest = line.trim().strip_prefix(label)?;
+            let digits: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ',')
+                .filter(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        })
+    };
+    Some((figure("Literal data:")?, figure("Total file size:")?))
 }
 
 impl Target for RsyncTarget {
@@ -558,6 +591,13 @@ fn find_program(program: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_delta_figures_are_read_from_rsyncs_stats() {
+        let stats = "\nNumber of files: 1 (reg: 1)\nTotal file size: 118,573,355 bytes\nTotal transferred file size: 118,573,355 bytes\nLiteral data: 2,817,275 bytes\nMatched data: 115,756,080 bytes\n";
+        assert_eq!(literal_data(stats), Some((2_817_275, 118_573_355)));
+        assert_eq!(literal_data("sent 10 bytes"), None);
+    }
 
     fn target(dest: &str, rsh: Option<&str>) -> RsyncTarget {
         RsyncTarget::new(Config {
