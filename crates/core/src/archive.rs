@@ -304,7 +304,8 @@ impl<W: Write> ArchiveWriter<W> {
     /// follows them; a smaller entry does when its path anchors a group.
     /// Members then follow files, whatever else the backup holds.
     fn member_boundary(&mut self, rel: &str, own: bool) -> Result<(), ArchiveError> {
-        let anchor = own || self.after_own_member || path_hash(rel) % GROUP_ANCHOR_EVERY == 0;
+        let anchor =
+            own || self.after_own_member || path_hash(rel).is_multiple_of(GROUP_ANCHOR_EVERY);
         self.after_own_member = own;
         if anchor {
             self.tar
