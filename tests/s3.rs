@@ -74,7 +74,7 @@ fn xml_values(xml: &str, tag: &str) -> Vec<String> {
 impl Rgw {
     /// A SigV4-signed curl request; returns the HTTP status and the body
     /// (with `-I`, the headers).
-    fn curl(&self, args: &[&str], url_path: &str) -> (u16, String) {
+    pub(crate) fn curl(&self, args: &[&str], url_path: &str) -> (u16, String) {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "60", "--aws-sigv4"])
             .arg(format!("aws:amz:{}:s3", self.region))
@@ -138,7 +138,7 @@ impl Rgw {
     }
 
     /// The S3 target as the binary would build it, for library-level checks.
-    fn target(&self, prefix: &str) -> mss_backup_target_s3::S3Target {
+    pub(crate) fn target(&self, prefix: &str) -> mss_backup_target_s3::S3Target {
         Config {
             bucket: self.bucket.clone(),
             endpoint: Some(self.endpoint.clone()),

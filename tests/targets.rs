@@ -696,7 +696,7 @@ impl Drop for Remote {
 }
 
 /// A remote shell command for the test sshd with `key`.
-fn rsh(program: &str, key: &str) -> String {
+pub(crate) fn rsh(program: &str, key: &str) -> String {
     rsh_to_port(program, key, &service_var("MSS_TEST_SSH_PORT"))
 }
 
