@@ -500,7 +500,8 @@ pub fn damaged_copies_are_refused(target: &dyn Target, place: &dyn Place) {
             "{}: {what}: the error names the backup: {err}",
             target.name()
         );
-        // Put right again for the next damage.
+        // Put right again for the next damage, by the place, with its
+        // own modes: what `get` brings is private all the same.
         place.write(&archive, &good);
         place.write(&sidecar, &good_sidecar);
     }
