@@ -218,8 +218,8 @@ fn is_integrity(e: &TargetError) -> bool {
 
 /// Put, list, get and delete: what goes in comes back byte for byte
 /// (plain and encrypted names alike), `list` shows exactly the complete
-/// backups, and `delete` leaves nothing of a backup behind, not even a
-/// temp file.
+/// backups, a second put of one is harmless, and `delete` leaves nothing
+/// of a backup behind, not even a temp file.
 pub fn round_trip(target: &dyn Target, place: &dyn Place) {
     assert!(
         place.files().is_empty(),
@@ -246,6 +246,15 @@ pub fn round_trip(target: &dyn Target, place: &dyn Place) {
     for artifact in &series {
         assert_gets(target, artifact);
     }
+    // Putting a backup that is there already (`copy` run twice) changes
+    // nothing and leaves no temp file.
+    put(target, &series[0]);
+    assert_eq!(list(target), names(&series), "{}", target.name());
+    assert!(
+        place.files() == expected,
+        "{}: a second put changed the place",
+        target.name()
+    );
     for (i, artifact) in series.iter().enumerate() {
         target
             .delete(&artifact.name)
