@@ -7,6 +7,7 @@ mod support;
 
 mod backup;
 mod cli;
+mod conformance;
 mod drills;
 mod encrypt;
 mod faults;

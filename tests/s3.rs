@@ -16,8 +16,6 @@ use std::process::Stdio;
 use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use mss_backup_core::{ArtifactName, Target, TargetError};
-
 use crate::support::proxy::Proxy;
 use crate::support::rgw::*;
 use crate::support::*;
@@ -176,46 +174,17 @@ fn s3_default_prefix_is_the_server_id_and_a_missing_id_fails_only_s3() {
 }
 
 #[test]
-fn s3_retention_keeps_the_newest_and_never_touches_foreign_objects() {
+fn s3_retention_keeps_the_newest() {
     let rgw = rgw();
     let prefix = unique_prefix("retention");
     let mut env = s3_env(&rgw, &prefix);
     env.set("MSS_BACKUP_S3_RETENTION", "2");
-    let sibling = format!("{}-other/", prefix.trim_end_matches('/'));
     let old = "mss-backup-2000-01-04_000000.tar.gz";
     let line = |name: &str| format!("{}  {name}\n", "0".repeat(64));
-    // Strangers: not ours by name, incomplete (no sidecar / no archive),
-    // in a sub-"directory", under a sibling prefix (another machine's).
-    let foreign = [
-        (format!("{prefix}notes.txt"), "notes".to_string()),
-        (
-            format!("{prefix}mss-backup-2000-01-01_000000.tar.gz"),
-            "orphan".to_string(),
-        ),
-        (
-            format!("{prefix}mss-backup-2000-01-02_000000.tar.gz.sha256"),
-            line("mss-backup-2000-01-02_000000.tar.gz"),
-        ),
-        (
-            format!("{prefix}sub/mss-backup-2000-01-03_000000.tar.gz"),
-            "nested".to_string(),
-        ),
-        (
-            format!("{prefix}sub/mss-backup-2000-01-03_000000.tar.gz.sha256"),
-            line("mss-backup-2000-01-03_000000.tar.gz"),
-        ),
-        (
-            format!("{sibling}mss-backup-2000-01-05_000000.tar.gz"),
-            "other machine".to_string(),
-        ),
-        (
-            format!("{sibling}mss-backup-2000-01-05_000000.tar.gz.sha256"),
-            line("mss-backup-2000-01-05_000000.tar.gz"),
-        ),
-    ];
-    for (key, body) in &foreign {
-        rgw.put(key, body);
-    }
+    // A sidecar whose archive is gone: never listed, and (unlike on a
+    // stick, which tidies such leftovers) left alone.
+    let lone = format!("{prefix}mss-backup-2000-01-02_000000.tar.gz.sha256");
+    rgw.put(&lone, &line("mss-backup-2000-01-02_000000.tar.gz"));
     // One complete old backup of ours: the first to go.
     rgw.put(&format!("{prefix}{old}"), "old");
     rgw.put(&format!("{prefix}{old}.sha256"), &line(old));
@@ -225,16 +194,13 @@ fn s3_retention_keeps_the_newest_and_never_touches_foreign_objects() {
     }
     let local = env.archives();
     assert_eq!(local.len(), 3, "local retention is separate: {local:?}");
-    let mut expected: Vec<String> = foreign.iter().map(|(k, _)| k.clone()).collect();
+    let mut expected = vec![lone];
     for name in &local[1..] {
         expected.push(format!("{prefix}{name}"));
         expected.push(format!("{prefix}{name}.sha256"));
     }
     expected.sort();
-    let mut present = rgw.keys(&prefix);
-    present.extend(rgw.keys(&sibling));
-    present.sort();
-    assert_eq!(present, expected);
+    assert_eq!(rgw.keys(&prefix), expected);
     let entry = s3_status(&env);
     assert!(
         entry["detail"]
@@ -254,63 +220,6 @@ fn s3_retention_keeps_the_newest_and_never_touches_foreign_objects() {
         vec![local[2].as_str(), local[1].as_str()],
         "{listed}"
     );
-}
-
-#[test]
-fn s3_get_downloads_through_partials_and_checks_the_sidecar() {
-    let rgw = rgw();
-    let prefix = unique_prefix("get");
-    let env = s3_env(&rgw, &prefix);
-    env.backup_ok();
-    let (file_name, _, _) = newest_local(&env);
-    let name = ArtifactName::parse(&file_name).unwrap();
-    let target = rgw.target(&prefix);
-    assert_eq!(target.list().unwrap(), vec![name.clone()]);
-
-    let dest = tempfile::tempdir().unwrap();
-    let path = target.get(&name, dest.path()).unwrap();
-    assert_eq!(path, dest.path().join(&file_name));
-    assert!(fs::read(&path).unwrap() == fs::read(env.archive_dir().join(&file_name)).unwrap());
-    let check = tool(
-        "sha256sum",
-        &["-c", &format!("{file_name}.sha256")],
-        dest.path(),
-    );
-    assert!(check.contains(&format!("{file_name}: OK")), "{check}");
-    let mut entries: Vec<String> = fs::read_dir(dest.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    entries.sort();
-    assert_eq!(
-        entries,
-        vec![file_name.clone(), format!("{file_name}.sha256")]
-    );
-    assert_eq!(mode(&path), 0o600);
-
-    // A sidecar that does not match: nothing is left in the destination.
-    rgw.put(
-        &format!("{prefix}{file_name}.sha256"),
-        &format!("{}  {file_name}\n", "0".repeat(64)),
-    );
-    let dest = tempfile::tempdir().unwrap();
-    match target.get(&name, dest.path()) {
-        Err(TargetError::Integrity { detail, .. }) => {
-            assert!(detail.contains("sidecar says sha256 000"), "{detail}")
-        }
-        other => panic!("expected an integrity error, got {other:?}"),
-    }
-    assert_eq!(fs::read_dir(dest.path()).unwrap().count(), 0);
-
-    match target.get(&name.next_second(), dest.path()) {
-        Err(TargetError::NotFound { .. }) => {}
-        other => panic!("expected not found, got {other:?}"),
-    }
-
-    // Delete takes both objects; the listing is then empty.
-    target.delete(&name).unwrap();
-    assert!(rgw.keys(&prefix).is_empty());
-    assert!(target.list().unwrap().is_empty());
 }
 
 #[test]

@@ -10,8 +10,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use mss_backup_core::{ArtifactName, Target, TargetError};
-
 use crate::support::remote::*;
 use crate::support::stick::*;
 use crate::support::*;
@@ -337,42 +335,6 @@ fn copy_to_a_full_stick_makes_room_as_the_nightly_run_does() {
     );
 }
 
-/// What restore relies on from any target holding exactly the backup
-/// `names[0]`: it is listed, `get` brings a byte-identical copy with its
-/// sidecar, an unknown name is `NotFound`, and `delete` empties the list.
-fn list_get_delete(target: &dyn Target, env: &TestEnv, names: &[String]) {
-    let name = ArtifactName::parse(&names[0]).unwrap();
-    assert_eq!(target.list().unwrap(), vec![name.clone()]);
-    let dest = tempfile::tempdir().unwrap();
-    let got = target.get(&name, dest.path()).unwrap();
-    assert_eq!(got, dest.path().join(&names[0]));
-    assert_copied(env, dest.path(), names);
-    let missing = ArtifactName::parse("mss-backup-2020-01-01_000000.tar.gz").unwrap();
-    assert!(matches!(
-        target.get(&missing, dest.path()),
-        Err(TargetError::NotFound { .. })
-    ));
-    target.delete(&name).unwrap();
-    assert!(target.list().unwrap().is_empty());
-}
-
-#[test]
-fn usb_target_lists_and_gets_backups_for_restore() {
-    use mss_backup_target_usb::{Config, UsbTarget};
-    let stick = Stick::bind("MSS_TEST_USB_VFAT");
-    let mut env = TestEnv::new();
-    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
-    env.backup_ok();
-    let names = env.archives();
-    let target = UsbTarget::new(Config {
-        path: stick.path.clone(),
-        label: None,
-        required: false,
-    });
-    list_get_delete(&target, &env, &names);
-    assert!(entries(&stick.backups()).is_empty());
-}
-
 #[test]
 fn a_stick_with_another_label_is_neither_filled_nor_pruned() {
     let stick = Stick::bind("MSS_TEST_USB_TMPFS");
@@ -446,13 +408,8 @@ fn a_stick_with_another_label_is_neither_filled_nor_pruned() {
 }
 
 #[test]
-fn usb_keeps_its_own_retention_and_never_touches_foreign_files() {
+fn usb_keeps_its_own_retention() {
     let stick = Stick::bind("MSS_TEST_USB_TMPFS");
-    fs::create_dir(stick.backups()).unwrap();
-    let foreign = ["notes.txt", "mss-backup-foreign.tar.gz"];
-    for name in foreign {
-        fs::write(stick.backups().join(name), name).unwrap();
-    }
     let mut env = TestEnv::new();
     env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
     env.set("MSS_BACKUP_USB_RETENTION", "2");
@@ -464,12 +421,6 @@ fn usb_keeps_its_own_retention_and_never_touches_foreign_files() {
     assert_eq!(local.len(), 4);
     assert_eq!(backups_in(&stick.backups()), local[2..].to_vec());
     assert_copied(&env, &stick.backups(), &local[2..]);
-    for name in foreign {
-        assert_eq!(
-            fs::read_to_string(stick.backups().join(name)).unwrap(),
-            name
-        );
-    }
     let usb = target(&env.status(), "usb:").clone();
     assert!(
         usb["detail"]
@@ -573,57 +524,17 @@ fn rsync_uploads_the_archive_and_then_its_sidecar() {
 }
 
 #[test]
-fn rsync_target_lists_and_gets_backups_for_restore() {
-    use mss_backup_target_rsync::{Config, RsyncTarget};
-    let mut env = TestEnv::new();
-    let remote = Remote::new(&mut env);
-    env.backup_ok();
-    let names = env.archives();
-    let var = |k: &str| {
-        env.vars
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
-    let target = RsyncTarget::new(Config {
-        dest: var("MSS_BACKUP_RSYNC_DEST").unwrap(),
-        rsh: var("MSS_BACKUP_RSYNC_RSH"),
-    })
-    .unwrap();
-    list_get_delete(&target, &env, &names);
-    assert!(entries(&remote.dir).is_empty());
-}
-
-#[test]
-fn rsync_keeps_its_own_retention_and_never_touches_foreign_files() {
+fn rsync_keeps_its_own_retention() {
     let mut env = TestEnv::new();
     let remote = Remote::new(&mut env);
     env.set("MSS_BACKUP_RSYNC_RETENTION", "3");
-    fs::create_dir_all(&remote.dir).unwrap();
-    let foreign = [
-        "notes.txt",
-        "mss-backup-foreign.tar.gz",
-        // Named like ours but without a sidecar: not a complete backup.
-        "mss-backup-2020-01-01_000000.tar.gz",
-        ".mss-backup-2020-01-02_000000.tar.gz.Xy12Ab",
-    ];
-    for name in foreign {
-        fs::write(remote.dir.join(name), name).unwrap();
-    }
     for _ in 0..9 {
         env.backup_ok();
     }
     let local = env.archives();
     assert_eq!(local.len(), 7, "local keeps its own 7");
-    let remote_backups: Vec<String> = backups_in(&remote.dir)
-        .into_iter()
-        .filter(|n| !foreign.contains(&n.as_str()))
-        .collect();
-    assert_eq!(remote_backups, local[4..].to_vec());
+    assert_eq!(backups_in(&remote.dir), local[4..].to_vec());
     assert_copied(&env, &remote.dir, &local[4..]);
-    for name in foreign {
-        assert_eq!(fs::read_to_string(remote.dir.join(name)).unwrap(), name);
-    }
     let rsync = target(&env.status(), "rsync:").clone();
     assert!(
         rsync["detail"]

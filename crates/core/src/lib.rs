@@ -28,6 +28,8 @@ pub mod setting;
 pub mod snapshot;
 pub mod status;
 pub mod target;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod verify;
 
 pub use name::ArtifactName;

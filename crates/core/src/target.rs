@@ -3,6 +3,7 @@
 //! (retention is decided once, in [`crate::retention`]).
 
 use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::durable;
@@ -182,6 +183,12 @@ pub fn fetch_checked(
                 "its sidecar says sha256 {expected}, the {size} bytes fetched have {hash}"
             )));
         }
+        // Private whatever the download did: rsync carries the remote
+        // file's mode over, masked only by the caller's umask.
+        for path in [&archive_tmp, &sidecar_tmp] {
+            fs::set_permissions(path, fs::Permissions::from_mode(durable::FILE_MODE))
+                .map_err(|e| failed("protecting", e))?;
+        }
         // Not every way of downloading syncs what it wrote (rsync does
         // not): a crash after the names must not leave empty files there.
         file.sync_all().map_err(|e| failed("syncing", e))?;
@@ -237,6 +244,11 @@ mod tests {
         let got = fetch_checked("usb:/x", &name(), dir.path(), writes(b"abc", b"abc")).unwrap();
         assert_eq!(got, dir.path().join(name().file_name()));
         assert_eq!(fs::read(&got).unwrap(), b"abc");
+        // Written 0644 by the download (the test's umask): private once named.
+        for file in [&got, &dir.path().join(name().sidecar_name())] {
+            let mode = fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
         assert_eq!(
             entries(dir.path()),
             vec![name().file_name(), name().sidecar_name()]

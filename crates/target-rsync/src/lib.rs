@@ -11,8 +11,10 @@
 //! it; an interrupted transfer removes the temp file (rsync runs without
 //! `--partial` and `--inplace`). The archive goes first and the sidecar
 //! last, so a listing, which counts only archives with a sidecar, never sees
-//! an incomplete backup. Listing uses `rsync --list-only`; creating the
-//! directory and deleting use `mkdir`/`rm` over ssh.
+//! an incomplete backup; an archive whose sidecar could not follow is
+//! removed again, since retention, which goes by the listing, never would.
+//! Listing uses `rsync --list-only`; creating the directory and deleting
+//! use `mkdir`/`rm` over ssh.
 
 mod shell;
 
@@ -472,9 +474,21 @@ impl Target for RsyncTarget {
     }
 
     fn put(&self, artifact: &Artifact) -> Result<(), TargetError> {
-        self.upload(&artifact.archive, &artifact.name.file_name())?;
+        let file_name = artifact.name.file_name();
+        self.upload(&artifact.archive, &file_name)?;
         // The sidecar goes last: its presence marks a complete backup.
-        self.upload(&artifact.sidecar, &artifact.name.sidecar_name())
+        let sidecar = self.upload(&artifact.sidecar, &artifact.name.sidecar_name());
+        if sidecar.is_err() {
+            // An archive without its sidecar is never listed, so retention
+            // would never delete it: it would stay for good. Best effort,
+            // as after a stop signal the clean-up is stopped too.
+            let script = format!(
+                "rm -f -- {}",
+                shell::sh_quote(&self.remote.path(&file_name))
+            );
+            let _ = self.ssh(&script, &format!("deleting {file_name}"));
+        }
+        sidecar
     }
 
     fn list(&self) -> Result<Vec<ArtifactName>, TargetError> {
