@@ -135,7 +135,24 @@ fn fetch(settings: &Settings, kind: &str, name: &str) -> Result<PathBuf> {
     let target = crate::fleet::only_machine(enabled.destination.target, &format!("{kind}:{name}"))?;
     target.preflight()?;
     let names = target.list()?;
-    let wanted = mss_backup_core::name::find(&names, name);
+    // Backups behind delete markers (an intruder's deletes on a versioned
+    // bucket) count too: `latest` is the newest complete one either way.
+    let hidden = target.hidden().unwrap_or_else(|e| {
+        tracing::warn!("cannot look for hidden backups: {e}");
+        Vec::new()
+    });
+    let listed = mss_backup_core::name::find(&names, name);
+    let wanted = match (listed, mss_backup_core::name::find(&hidden, name)) {
+        (Some(listed), Some(hidden)) if hidden <= listed => Some(listed),
+        (_, Some(hidden)) => {
+            eprintln!(
+                "{hidden} is hidden on {} (deleted from its listing, still kept by the bucket as a version): restoring that version, checked against its sidecar",
+                target.name()
+            );
+            Some(hidden)
+        }
+        (listed, None) => listed,
+    };
     let Some(wanted) = wanted else {
         bail!(
             "no backup named {name} on {} (see `mss-backup list --target {kind}`)",

@@ -261,8 +261,22 @@ fn s3(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
     } else {
         "path style"
     };
-    let target = config.build().map_err(|e| ConfigError(e.to_string()))?;
-    let retention = retention(settings, "s3_retention")?;
+    // `bucket`: a key without delete; its lifecycle rule does retention.
+    let by_bucket = settings
+        .raw("s3_retention")?
+        .is_some_and(|raw| raw.value.trim() == "bucket");
+    let target = config
+        .build()
+        .map_err(|e| ConfigError(e.to_string()))?
+        .leave_retention_to_bucket(by_bucket);
+    let retention = if by_bucket {
+        let local = RetentionPolicy {
+            keep: settings.retention,
+        };
+        (local, "retention left to the bucket".to_string())
+    } else {
+        retention(settings, "s3_retention")?
+    };
     let description = format!(
         "{} at {} ({}, {keys}, {style})",
         target.name(),

@@ -20,5 +20,6 @@ mod ops;
 mod owner;
 mod restore;
 mod s3;
+mod s3_lock;
 mod schedule;
 mod targets;

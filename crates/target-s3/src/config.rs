@@ -47,9 +47,9 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "s3_retention",
-        value: "N",
+        value: "N|bucket",
         default: "the local retention",
-        help: "backups kept under the prefix",
+        help: "backups kept under the prefix; `bucket`: never delete, the bucket's lifecycle rule expires them (a key without delete, see docs/s3-append-only.md)",
         shown: Shown::Plain,
     },
     Setting {
@@ -338,6 +338,7 @@ impl Config {
             key_id_var,
             secret_var,
             timeout,
+            retention_by_bucket: false,
             operator,
             runtime: std::sync::Arc::new(runtime),
         })

@@ -15,8 +15,10 @@
 //! the right size: as on disk, the sidecar marks a complete backup.
 
 mod config;
+mod exposure;
 mod remote_error;
 mod transfer;
+mod versions;
 
 pub use config::{Config, ConfigError, KeySource, OUTSIDE_VARS, SETTINGS};
 
@@ -80,6 +82,9 @@ pub struct S3Target {
     operator: Operator,
     /// Shared with the same target at another machine's prefix.
     runtime: std::sync::Arc<tokio::runtime::Runtime>,
+    /// `MSS_BACKUP_S3_RETENTION=bucket`: never delete, the bucket's
+    /// lifecycle rule expires old backups.
+    retention_by_bucket: bool,
 }
 
 impl fmt::Debug for S3Target {
@@ -133,6 +138,7 @@ impl S3Target {
             key_id_var: self.key_id_var,
             secret_var: self.secret_var,
             timeout: self.timeout,
+            retention_by_bucket: self.retention_by_bucket,
             operator: self.operator.clone(),
             runtime: std::sync::Arc::clone(&self.runtime),
         }
@@ -140,11 +146,10 @@ impl S3Target {
 
     /// Each machine under [`MACHINES_ROOT`] with its complete backups.
     async fn machines_async(&self) -> Result<Vec<mss_backup_core::Machine>, Failure> {
-        let entries = self.operator.list(MACHINES_ROOT).await?;
+        let folders = self.folders_under(MACHINES_ROOT).await?;
         let mut machines = Vec::new();
-        for entry in entries.iter().filter(|e| e.metadata().mode().is_dir()) {
-            let Some(id) = entry
-                .path()
+        for folder in &folders {
+            let Some(id) = folder
                 .strip_prefix(MACHINES_ROOT)
                 .map(|rest| rest.trim_end_matches('/'))
                 .filter(|id| !id.is_empty() && !id.contains('/'))
@@ -166,10 +171,19 @@ impl S3Target {
                 id: id.to_string(),
                 backups,
                 newest_size,
+                hidden: self.hidden_under(&prefix).await?,
             });
         }
         machines.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(machines)
+    }
+
+    /// With `yes`, retention never deletes here: the bucket's lifecycle
+    /// rule expires old backups (`MSS_BACKUP_S3_RETENTION=bucket`, for a
+    /// key that may not delete).
+    pub fn leave_retention_to_bucket(mut self, yes: bool) -> S3Target {
+        self.retention_by_bucket = yes;
+        self
     }
 
     /// The endpoint as messages name it.
@@ -295,19 +309,52 @@ impl Target for S3Target {
     /// before it names them (the sidecar first).
     fn get(&self, name: &ArtifactName, dest_dir: &Path) -> Result<PathBuf, TargetError> {
         let prefix = self.prefix()?;
+        let not_found = || TargetError::NotFound {
+            target: self.label.clone(),
+            name: name.file_name(),
+        };
         target::fetch_checked(&self.label, name, dest_dir, |archive, sidecar| {
-            self.runtime
-                .block_on(self.fetch_async(name, prefix, archive, sidecar))
-                .map_err(|(action, f)| match f {
-                    Failure::Remote(e) if e.kind() == ErrorKind::NotFound => {
-                        TargetError::NotFound {
-                            target: self.label.clone(),
-                            name: name.file_name(),
-                        }
-                    }
-                    f => self.error(action, f),
-                })
+            let current = self
+                .runtime
+                .block_on(self.fetch_async(name, prefix, archive, sidecar));
+            match current {
+                Ok(()) => Ok(()),
+                // Not listed: perhaps hidden behind a delete marker, with
+                // its versions still in the bucket.
+                Err((_, Failure::Remote(e))) if e.kind() == ErrorKind::NotFound => self
+                    .runtime
+                    .block_on(self.fetch_version_async(name, prefix, archive, sidecar))
+                    .map_err(|f| match f {
+                        Failure::Remote(e) if e.kind() == ErrorKind::NotFound => not_found(),
+                        Failure::Remote(e) if versions::unsupported(&e) => not_found(),
+                        f => self.error(format!("downloading {}", name.file_name()), f),
+                    }),
+                Err((action, f)) => Err(self.error(action, f)),
+            }
         })
+    }
+
+    /// Writes a probe under the prefix and tries to delete it, then its
+    /// version (see [`exposure`]).
+    fn exposure(&self) -> Option<Result<mss_backup_core::Exposure, TargetError>> {
+        let prefix = match self.prefix() {
+            Ok(prefix) => prefix,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            self.runtime
+                .block_on(self.exposure_async(prefix))
+                .map_err(|f| self.error("probing what this key may delete", f)),
+        )
+    }
+
+    /// Complete backups behind delete markers on a versioned or
+    /// Object-Locked bucket (see [`versions`]).
+    fn hidden(&self) -> Result<Vec<ArtifactName>, TargetError> {
+        let prefix = self.prefix()?;
+        self.runtime
+            .block_on(self.hidden_under(prefix))
+            .map_err(|f| self.error(format!("listing the versions under {prefix}"), f))
     }
 
     /// Deletes the archive first. A backup half deleted is then a lone
@@ -316,13 +363,35 @@ impl Target for S3Target {
     /// for good.
     fn delete(&self, name: &ArtifactName) -> Result<(), TargetError> {
         let prefix = self.prefix()?;
+        if self.retention_by_bucket {
+            return Err(TargetError::DeleteRefused {
+                target: self.label.clone(),
+                reason: "MSS_BACKUP_S3_RETENTION=bucket: mss-backup never deletes here".into(),
+            });
+        }
         for file in [name.file_name(), name.sidecar_name()] {
             let key = format!("{prefix}{file}");
-            self.runtime
-                .block_on(self.operator.delete(&key))
-                .map_err(|e| self.error(format!("deleting {file}"), e.into()))?;
+            match self.runtime.block_on(self.operator.delete(&key)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    tracing::warn!(target = %self.label, "S3 refused a delete: {}", e.message());
+                    return Err(TargetError::DeleteRefused {
+                        target: self.label.clone(),
+                        reason: format!(
+                            "S3 at {} refused to delete {file}: this key cannot delete, so retention is left to the bucket (a lifecycle rule must expire old backups); set MSS_BACKUP_S3_RETENTION=bucket to say so and skip the deletes",
+                            self.endpoint
+                        ),
+                    });
+                }
+                Err(e) => return Err(self.error(format!("deleting {file}"), e.into())),
+            }
         }
         Ok(())
+    }
+
+    fn retention_elsewhere(&self) -> Option<String> {
+        self.retention_by_bucket
+            .then(|| "retention left to the bucket (MSS_BACKUP_S3_RETENTION=bucket)".to_string())
     }
 }
 

@@ -140,16 +140,33 @@ impl S3Target {
             .map_err(|e| fail(e.into()))?
             .to_vec();
         write_private(sidecar, &bytes).map_err(fail)?;
-        self.download(&format!("{prefix}{file_name}"), archive)
+        self.download(&format!("{prefix}{file_name}"), None, archive)
             .await
             .map_err(fail)
     }
 
     /// Downloads `key` into the new file `partial` in ranged reads of
     /// [`PART_SIZE`], fsynced.
-    async fn download(&self, key: &str, partial: &Path) -> Result<(), Failure> {
-        let size = self.operator.stat(key).await?.content_length();
-        let reader = self.operator.reader(key).await?;
+    pub(crate) async fn download(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        partial: &Path,
+    ) -> Result<(), Failure> {
+        let (size, reader) = match version {
+            None => (
+                self.operator.stat(key).await?.content_length(),
+                self.operator.reader(key).await?,
+            ),
+            Some(v) => (
+                self.operator
+                    .stat_with(key)
+                    .version(v)
+                    .await?
+                    .content_length(),
+                self.operator.reader_with(key).version(v).await?,
+            ),
+        };
         let _ = fs::remove_file(partial);
         let mut out = durable::create_new_private(partial)
             .map_err(local(format!("creating {}", partial.display())))?;
@@ -184,7 +201,7 @@ fn read_part(input: &mut File) -> io::Result<Vec<u8>> {
     Ok(part)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let _ = fs::remove_file(path);
     let mut file =
         durable::create_new_private(path).map_err(local(format!("creating {}", path.display())))?;
