@@ -198,6 +198,7 @@ fn s3(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
                 "s3_virtual_host_style",
                 "s3_use_instance_metadata",
                 "s3_timeout",
+                "s3_checksum",
             ],
             settings,
         )?;
@@ -265,8 +266,13 @@ fn s3(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
     let by_bucket = settings
         .raw("s3_retention")?
         .is_some_and(|raw| raw.value.trim() == "bucket");
+    let checksum = match settings.raw("s3_checksum")? {
+        Some(raw) => mss_backup_target_s3::Checksum::parse(&raw.value)
+            .map_err(|e| ConfigError(format!("{} is not valid: {e}", raw.what)))?,
+        None => None,
+    };
     let target = config
-        .build()
+        .build_with_checksum(checksum)
         .map_err(|e| ConfigError(e.to_string()))?
         .leave_retention_to_bucket(by_bucket);
     let retention = if by_bucket {

@@ -298,7 +298,7 @@ fn an_append_only_key_leaves_retention_to_the_bucket() {
 }
 
 /// An Object-Locked bucket (default COMPLIANCE retention, so versioned):
-/// the backups go up (multipart included); then an intruder on the VM
+/// the backups go up (multipart, the second with a CRC32C checksum); then an intruder on the VM
 /// deletes every object its key can list, and cannot delete a version.
 /// `list --target s3` shows the backups as hidden; a new VM with a fresh
 /// HOME and no cloud-data/ restores the newest one from its versions,
@@ -311,6 +311,8 @@ fn after_an_intruder_deletes_everything_a_new_vm_restores_the_hidden_backup() {
     old.backup_ok();
     let first = tree(&old.data_dir);
     fs::write(old.data_dir.join("Sounds/added-tonight.txt"), "new").unwrap();
+    // The checksum AWS requires on a locked bucket, on a multipart upload.
+    old.set("MSS_BACKUP_S3_CHECKSUM", "crc32c");
     old.backup_ok();
     let newest_tree = tree(&old.data_dir);
     let newest_rows = rows(&old.db_path());

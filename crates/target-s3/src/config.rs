@@ -87,6 +87,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "seconds (or `90s`, `5m`) one request, or one 8 MiB part, may take before it is retried",
         shown: Shown::Plain,
     },
+    Setting {
+        key: "s3_checksum",
+        value: "crc32c|off",
+        default: "off",
+        help: "`crc32c`: an integrity checksum with every upload and part, which AWS requires on a bucket with Object Lock (see docs/s3-append-only.md)",
+        shown: Shown::Plain,
+    },
 ];
 
 /// The standard AWS variables the S3 target also reads (outside our prefix),
@@ -99,6 +106,30 @@ pub const OUTSIDE_VARS: &[&str] = &[
     "AWS_CONFIG_FILE",
     "AWS_SHARED_CREDENTIALS_FILE",
 ];
+
+/// An integrity checksum sent with every upload and part
+/// (`MSS_BACKUP_S3_CHECKSUM`). AWS refuses uploads to a bucket with Object
+/// Lock without one; other servers ignore or check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// `x-amz-checksum-crc32c`, the one opendal sends for multipart
+    /// uploads too (it refuses MD5 there).
+    Crc32c,
+}
+
+impl Checksum {
+    /// `crc32c`, or `off` (and empty) for none; anything else is refused
+    /// with the words to use.
+    pub fn parse(value: &str) -> Result<Option<Checksum>, String> {
+        match value.trim() {
+            "crc32c" => Ok(Some(Checksum::Crc32c)),
+            "off" | "" => Ok(None),
+            other => Err(format!(
+                "{other:?} is not a checksum mss-backup can send (use crc32c, or off)"
+            )),
+        }
+    }
+}
 
 /// Retries of a failed request, with exponential backoff and jitter
 /// (1 s, 2 s, 4 s).
@@ -239,6 +270,11 @@ impl Config {
     /// A missing server id file is not an error here: the target then
     /// fails its preflight, so the local backup still happens.
     pub fn build(self) -> Result<S3Target, ConfigError> {
+        self.build_with_checksum(None)
+    }
+
+    /// [`Config::build`], sending `checksum` with every upload and part.
+    pub fn build_with_checksum(self, checksum: Option<Checksum>) -> Result<S3Target, ConfigError> {
         if self.bucket.is_empty() || self.bucket.contains(['/', ' ']) {
             return Err(ConfigError::Bucket(format!(
                 "{:?} (a bucket name has no slashes or spaces)",
@@ -268,6 +304,10 @@ impl Config {
         }
         if self.virtual_host_style {
             builder = builder.enable_virtual_host_style();
+        }
+        match checksum {
+            Some(Checksum::Crc32c) => builder = builder.checksum_algorithm("crc32c"),
+            None => {}
         }
         if !self.use_instance_metadata {
             builder = builder.disable_ec2_metadata();

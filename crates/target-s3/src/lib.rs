@@ -20,7 +20,7 @@ mod remote_error;
 mod transfer;
 mod versions;
 
-pub use config::{Config, ConfigError, KeySource, OUTSIDE_VARS, SETTINGS};
+pub use config::{Checksum, Config, ConfigError, KeySource, OUTSIDE_VARS, SETTINGS};
 
 use std::collections::BTreeSet;
 use std::fmt;
