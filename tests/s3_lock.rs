@@ -302,7 +302,8 @@ fn an_append_only_key_leaves_retention_to_the_bucket() {
 /// deletes every object its key can list, and cannot delete a version.
 /// `list --target s3` shows the backups as hidden; a new VM with a fresh
 /// HOME and no cloud-data/ restores the newest one from its versions,
-/// saying so, and the database and files equal what was backed up.
+/// saying so, passing over the junk the intruder wrote over it first, and
+/// the database and files equal what was backed up.
 #[test]
 fn after_an_intruder_deletes_everything_a_new_vm_restores_the_hidden_backup() {
     let bucket = Bucket::new("locked", Some(1));
@@ -329,10 +330,22 @@ fn after_an_intruder_deletes_everything_a_new_vm_restores_the_hidden_backup() {
         "{doctor}"
     );
 
-    // The intruder, with the VM's key: every listed object deleted (delete
-    // markers), and a version delete refused by the lock.
+    // The intruder, with the VM's key: the newest backup overwritten with
+    // junk and a sidecar that does not match it (newer versions of both),
+    // every listed object deleted (delete markers), and a version delete
+    // refused by the lock.
     let keys = bucket.keys();
     assert_eq!(keys.len(), 4, "{keys:?}");
+    let newest_key = keys.iter().find(|k| k.ends_with(&newest)).unwrap();
+    let junk_line = format!("{}  {newest}\n", "0".repeat(64));
+    for (key, body) in [
+        (newest_key.clone(), "encrypted by ransomware".to_string()),
+        (format!("{newest_key}.sha256"), junk_line),
+    ] {
+        let (code, answer) =
+            bucket.curl(&["-X", "PUT", "--data-binary", &body], &format!("/{key}"));
+        assert_eq!(code, 200, "PUT {key}: {answer}");
+    }
     for key in &keys {
         let (code, body) = bucket.delete(key, None);
         assert_eq!(code, 204, "DELETE {key}: {body}");

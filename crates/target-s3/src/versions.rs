@@ -122,11 +122,13 @@ impl S3Target {
         }
     }
 
-    /// Downloads the newest stored version of `name`'s sidecar and the
-    /// archive version that goes with it (the one whose `x-amz-meta-sha256`
-    /// is the sidecar's hash; else the newest) to the hidden paths
-    /// [`mss_backup_core::target::fetch_checked`] hands over, which then
-    /// checks one against the other.
+    /// Downloads a stored version of `name`'s sidecar and of its archive
+    /// to the hidden paths [`mss_backup_core::target::fetch_checked`] hands
+    /// over, which then checks one against the other. The pair is the
+    /// newest sidecar version whose hash is an archive version's
+    /// `x-amz-meta-sha256` (so a sidecar or archive overwritten since, by
+    /// an intruder, say, is passed over); without such a pair, the newest
+    /// of each, which the check then refuses if they differ.
     pub(crate) async fn fetch_version_async(
         &self,
         name: &ArtifactName,
@@ -144,32 +146,50 @@ impl S3Target {
         let archive_key = format!("{prefix}{}", name.file_name());
         let sidecar_key = format!("{prefix}{}", name.sidecar_name());
         let (archive_ids, sidecar_ids) = (ids(&name.file_name()), ids(&name.sidecar_name()));
-        let (Some(sidecar_id), Some(newest_archive)) = (sidecar_ids.first(), archive_ids.first())
-        else {
+        if archive_ids.is_empty() || sidecar_ids.is_empty() {
             return Err(Failure::Remote(opendal::Error::new(
                 ErrorKind::NotFound,
                 "no stored version of the archive and its sidecar",
             )));
-        };
-        let bytes = self
-            .operator
-            .read_with(&sidecar_key)
-            .version(sidecar_id)
-            .await?
-            .to_vec();
-        let mut chosen = newest_archive.clone();
-        if let Some(hash) = sidecar_hash(&bytes) {
-            for id in &archive_ids {
-                let meta = self.operator.stat_with(&archive_key).version(id).await?;
-                if meta.user_metadata().and_then(|m| m.get(SHA256_METADATA)) == Some(&hash) {
-                    chosen = id.clone();
-                    break;
-                }
-            }
         }
-        tracing::info!(target = %self.label, backup = %name, archive_version = %chosen, sidecar_version = %sidecar_id, "fetching a hidden backup from its stored versions");
+        let mut archive_hashes = Vec::new();
+        for id in &archive_ids {
+            let meta = self.operator.stat_with(&archive_key).version(id).await?;
+            let hash = meta
+                .user_metadata()
+                .and_then(|m| m.get(SHA256_METADATA))
+                .map(|h| h.to_ascii_lowercase());
+            archive_hashes.push((id.clone(), hash));
+        }
+        let mut newest = None;
+        let mut matched = None;
+        for sidecar_id in &sidecar_ids {
+            let bytes = self
+                .operator
+                .read_with(&sidecar_key)
+                .version(sidecar_id)
+                .await?
+                .to_vec();
+            let hash = sidecar_hash(&bytes);
+            let archive_id = archive_hashes
+                .iter()
+                .find(|(_, h)| hash.is_some() && *h == hash)
+                .map(|(id, _)| id.clone());
+            if let Some(archive_id) = archive_id {
+                matched = Some((archive_id, sidecar_id.clone(), bytes));
+                break;
+            }
+            newest.get_or_insert((archive_ids[0].clone(), sidecar_id.clone(), bytes));
+        }
+        let Some((archive_id, sidecar_id, bytes)) = matched.or(newest) else {
+            return Err(Failure::Integrity(
+                "no stored version of its sidecar could be read".into(),
+            ));
+        };
+        tracing::info!(target = %self.label, backup = %name, archive_version = %archive_id, sidecar_version = %sidecar_id, "fetching a hidden backup from its stored versions");
         crate::transfer::write_private(sidecar, &bytes)?;
-        self.download(&archive_key, Some(&chosen), archive).await
+        self.download(&archive_key, Some(&archive_id), archive)
+            .await
     }
 }
 
