@@ -281,7 +281,12 @@ fn s3(settings: &Settings) -> Result<Option<Enabled>, ConfigError> {
         };
         (local, "retention left to the bucket".to_string())
     } else {
-        retention(settings, "s3_retention")?
+        retention(settings, "s3_retention").map_err(|e| {
+            ConfigError(format!(
+                "{} (or `bucket`: never delete, a lifecycle rule expires them)",
+                e.0
+            ))
+        })?
     };
     let description = format!(
         "{} at {} ({}, {keys}, {style})",

@@ -126,6 +126,13 @@ impl Bucket {
     }
 }
 
+/// `list --target s3` on a new VM (no cloud-data/) with `bucket`'s settings.
+fn vm_list(bucket: &Bucket) -> std::process::Output {
+    let mut vm = TestEnv::empty();
+    bucket.settings(&mut vm);
+    vm.expect(&["list", "--target", "s3"], 0)
+}
+
 /// Every `<tag>value</tag>` in an XML answer.
 fn xml_values(xml: &str, tag: &str) -> Vec<String> {
     let open = format!("<{tag}>");
@@ -359,6 +366,13 @@ fn after_an_intruder_deletes_everything_a_new_vm_restores_the_hidden_backup() {
     );
 
     let listed = stdout(&old.expect(&["list", "--target", "s3"], 0));
+    let machines = stdout(&vm_list(&bucket));
+    assert!(
+        machines.contains(&format!(
+            "2 hidden backups (deleted, kept as versions), newest {newest}"
+        )),
+        "{machines}"
+    );
     assert!(
         listed.contains(&newest) && listed.contains("hidden"),
         "{listed}"
@@ -398,4 +412,35 @@ fn doctor_says_when_the_key_can_destroy_the_offsite_copies() {
         "{doctor}"
     );
     assert!(bucket.keys().is_empty(), "{:?}", bucket.keys());
+}
+
+/// A mistyped `bucket`, or a checksum mss-backup cannot send, is one line
+/// naming the variable and what it may be, exit 78, before any request.
+#[test]
+fn s3_lock_settings_are_checked_naming_the_variable() {
+    let mut env = TestEnv::new();
+    for (key, value) in [
+        ("MSS_BACKUP_S3_BUCKET", "b"),
+        ("MSS_BACKUP_S3_ENDPOINT", "http://127.0.0.1:9"),
+        ("MSS_BACKUP_S3_PREFIX", "x/"),
+        ("MSS_BACKUP_S3_ACCESS_KEY_ID", "id"),
+        ("MSS_BACKUP_S3_SECRET_ACCESS_KEY", "secret"),
+    ] {
+        env.set(key, value);
+    }
+    env.set("MSS_BACKUP_S3_RETENTION", "bucke");
+    let err = stderr(&env.expect(&["config"], 78));
+    assert!(
+        err.contains("MSS_BACKUP_S3_RETENTION=bucke is not valid") && err.contains("`bucket`"),
+        "{err}"
+    );
+    env.set("MSS_BACKUP_S3_RETENTION", "bucket");
+    env.set("MSS_BACKUP_S3_CHECKSUM", "md5");
+    let err = stderr(&env.expect(&["config"], 78));
+    assert!(
+        err.contains("MSS_BACKUP_S3_CHECKSUM=md5 is not valid") && err.contains("crc32c"),
+        "{err}"
+    );
+    env.set("MSS_BACKUP_S3_CHECKSUM", "crc32c");
+    env.expect(&["config"], 0);
 }
