@@ -224,7 +224,8 @@ fn rows(db: &Path) -> Vec<String> {
 /// refused retention is one warning per run saying that retention is left
 /// to the bucket and naming the setting; with
 /// `MSS_BACKUP_S3_RETENTION=bucket` no delete is tried and there is no
-/// warning, only the target's line saying so.
+/// warning, only the target's line saying so. `doctor` says the key
+/// cannot delete, and that without versions it could still overwrite.
 #[test]
 fn an_append_only_key_leaves_retention_to_the_bucket() {
     let bucket = Bucket::new("appendonly", None);
@@ -294,10 +295,13 @@ fn an_append_only_key_leaves_retention_to_the_bucket() {
         "{entry}"
     );
     assert_eq!(bucket.keys().len(), 8, "4 backups, 4 sidecars");
+    // Unversioned: deletes are refused, but a PUT could still overwrite.
     let doctor = stdout(&env.run(&["doctor"]));
     let line = doctor_line(&doctor, "exposure");
     assert!(
-        line.starts_with('✓') && line.contains("cannot delete"),
+        line.starts_with('!')
+            && line.contains("cannot delete")
+            && line.contains("overwrite a backup with junk"),
         "{doctor}"
     );
     let shown = stdout(&env.expect(&["config"], 0));

@@ -3,7 +3,8 @@
 //! and never on a backup: a small probe object of our own is written under
 //! the prefix, then deleted plainly (can this key delete?), and on a
 //! versioned bucket its version is deleted too (can it destroy, or only
-//! hide?). The probe's name is not a backup's, so nothing lists, counts
+//! hide?). Without versions even a key that cannot delete can destroy, by
+//! writing junk over a backup. The probe's name is not a backup's, so nothing lists, counts
 //! or restores it; where a delete is refused it stays, a few bytes.
 
 use mss_backup_core::Exposure;
@@ -28,12 +29,22 @@ impl S3Target {
             .map(str::to_string);
         let place = format!("s3://{}/{prefix}", self.bucket);
         match self.operator.delete(&key).await {
+            // A key that may write can overwrite a backup with junk: only
+            // versions keep the original then.
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                return Ok(Exposure {
-                    safe: true,
-                    words: format!(
-                        "this key cannot delete under {place} (append-only): an intruder on this VM cannot remove the offsite copies; old ones must expire by the bucket's lifecycle rule (set MSS_BACKUP_S3_RETENTION=bucket); the probe {key} stays"
-                    ),
+                return Ok(match version {
+                    Some(_) => Exposure {
+                        safe: true,
+                        words: format!(
+                            "this key cannot delete under {place} and the bucket keeps versions: an intruder on this VM can neither remove nor overwrite the offsite copies; old ones expire by the bucket's lifecycle rule (MSS_BACKUP_S3_RETENTION=bucket); the probe {key} stays"
+                        ),
+                    },
+                    None => Exposure {
+                        safe: false,
+                        words: format!(
+                            "this key cannot delete under {place}, but the bucket keeps no versions: an intruder on this VM can still overwrite a backup with junk (turn on versioning or Object Lock: see docs/s3-append-only.md); the probe {key} stays"
+                        ),
+                    },
                 });
             }
             other => other?,
