@@ -84,6 +84,13 @@ fn print_machines(
             ),
             None => println!("  {:<20} no complete backup{mark}", m.id),
         }
+        if let Some(newest) = m.hidden.last() {
+            println!(
+                "  {:<20} {} hidden backups (deleted, kept as versions), newest {newest}",
+                "",
+                m.hidden.len()
+            );
+        }
     }
     if machines.is_empty() {
         println!("  none (nothing under mss/<server id>/)");
@@ -182,7 +189,7 @@ pub fn only_machine(target: Box<dyn Target>, from: &str) -> Result<Box<dyn Targe
     };
     let machines: Vec<Machine> = machines?
         .into_iter()
-        .filter(|m| !m.backups.is_empty())
+        .filter(|m| !m.backups.is_empty() || !m.hidden.is_empty())
         .collect();
     match machines.as_slice() {
         [] => Err(ConfigError(format!(

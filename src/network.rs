@@ -164,6 +164,18 @@ impl Target for WaitForNetwork {
         self.inner.delete(name)
     }
 
+    fn retention_elsewhere(&self) -> Option<String> {
+        self.inner.retention_elsewhere()
+    }
+
+    fn hidden(&self) -> Result<Vec<ArtifactName>, TargetError> {
+        self.inner.hidden()
+    }
+
+    fn exposure(&self) -> Option<Result<mss_backup_core::Exposure, TargetError>> {
+        self.inner.exposure()
+    }
+
     fn shortfall(&self, artifact: &Artifact) -> Option<u64> {
         self.inner.shortfall(artifact)
     }

@@ -137,3 +137,19 @@ pub fn find_on(target: &dyn Target, name: &str) -> Result<Option<ArtifactName>> 
     let names = target.list()?;
     Ok(mss_backup_core::name::find(&names, name))
 }
+
+/// [`find_on`], counting the backups behind delete markers too (an
+/// intruder's deletes on a versioned bucket): `latest` is the newest
+/// complete one either way. `true` when the one found is hidden.
+pub fn find_with_hidden(target: &dyn Target, name: &str) -> Result<Option<(ArtifactName, bool)>> {
+    let listed = find_on(target, name)?;
+    let hidden = target.hidden().unwrap_or_else(|e| {
+        tracing::warn!("cannot look for hidden backups: {e}");
+        Vec::new()
+    });
+    Ok(match (listed, mss_backup_core::name::find(&hidden, name)) {
+        (Some(listed), Some(hidden)) if hidden <= listed => Some((listed, false)),
+        (_, Some(hidden)) => Some((hidden, true)),
+        (listed, None) => listed.map(|l| (l, false)),
+    })
+}

@@ -172,15 +172,31 @@ fn build<P: TargetPlugin>(settings: &Settings) -> Result<Option<Enabled>, Config
             };
             refused(key.as_deref(), reason)
         })?;
+    // A word instead of a count: the storage expires backups itself.
+    let by_storage = P::RETENTION_BY_STORAGE.filter(|(word, _)| {
+        set.get(retention_key.as_str())
+            .is_some_and(|raw| raw.value.trim() == *word)
+    });
     let outside_var = |name: &str| settings.outside_var(name);
     let context = BuildContext {
         home: &settings.home,
         data_dir: &settings.data_dir,
         outside_var: &outside_var,
+        retention_by_storage: by_storage.is_some(),
     };
     let built =
         P::build(config, &context).map_err(|Invalid { key, reason }| refused(key, reason))?;
-    let (retention, kept) = retention(settings, &retention_key)?;
+    let (retention, kept) = match (by_storage, P::RETENTION_BY_STORAGE) {
+        (Some((word, _)), _) => (
+            RetentionPolicy {
+                keep: settings.retention,
+            },
+            format!("retention left to the {word}"),
+        ),
+        (None, Some((word, meaning))) => retention(settings, &retention_key)
+            .map_err(|e| ConfigError(format!("{} (or `{word}`: {meaning})", e.0)))?,
+        (None, None) => retention(settings, &retention_key)?,
+    };
     let mut description = built.target.name().to_string();
     if let Some(at) = &built.at {
         description.push_str(&format!(" at {at}"));

@@ -22,6 +22,7 @@ mod ops;
 mod owner;
 mod restore;
 mod s3;
+mod s3_lock;
 mod s3_restore;
 mod schedule;
 mod targets;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use mss_backup_core::backup::{self, Destination};
+use mss_backup_core::backup::{self, Delivered, Destination, Elsewhere};
 use mss_backup_core::{Artifact, ArtifactName, TargetError, seal, verify};
 
 use crate::config::{ConfigError, Settings};
@@ -74,25 +74,40 @@ pub fn run(settings: &Settings, which: &str, archive: Option<&str>) -> Result<Ex
         seal::discard(sealed);
     }
     match copied {
-        Ok((kept, deleted)) => {
+        Ok(done) => {
+            let (kept, deleted) = (done.kept.len(), &done.deleted);
             tracing::info!(target = %name, kept, deleted = deleted.len(), "copy finished");
-            println!(
-                "Copied {} to {name} in {:.1} s; {kept} kept there, {} deleted by retention{}",
-                artifact.name,
-                clock.elapsed().as_secs_f64(),
-                deleted.len(),
-                if deleted.is_empty() {
-                    String::new()
-                } else {
+            let retention = match &done.elsewhere {
+                None => format!(
+                    "{} deleted by retention{}",
+                    deleted.len(),
+                    if deleted.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({})",
+                            deleted
+                                .iter()
+                                .map(ArtifactName::file_name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ),
+                Some(Elsewhere::Declared(words)) => words.clone(),
+                Some(Elsewhere::Refused(warning)) => {
+                    tracing::warn!(target = %name, "{warning}");
+                    eprintln!("  warning: {name}: {warning}");
                     format!(
-                        " ({})",
-                        deleted
-                            .iter()
-                            .map(ArtifactName::file_name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "{} deleted by retention, then deletes refused (see the warning)",
+                        deleted.len()
                     )
                 }
+            };
+            println!(
+                "Copied {} to {name} in {:.1} s; {kept} kept there, {retention}",
+                artifact.name,
+                clock.elapsed().as_secs_f64(),
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -128,7 +143,7 @@ fn put_and_prune(
     dest: &Destination,
     artifact: &Artifact,
     backup_dir: &Path,
-) -> Result<(usize, Vec<ArtifactName>), TargetError> {
+) -> Result<Delivered, TargetError> {
     let held: Vec<ArtifactName> = mss_backup_core::status::read(backup_dir)
         .ok()
         .flatten()
@@ -138,12 +153,11 @@ fn put_and_prune(
         .filter_map(|h| ArtifactName::parse(&h.archive))
         .collect();
     let progress = crate::progress::for_stderr();
-    let done = backup::deliver_to(
+    backup::deliver_to(
         dest.target.as_ref(),
         dest.retention,
         artifact,
         &held,
         Some(progress.as_ref()),
-    )?;
-    Ok((done.kept.len(), done.deleted))
+    )
 }

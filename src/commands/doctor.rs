@@ -1,9 +1,10 @@
 //! `mss-backup doctor`: is this machine ready for tonight's backup? One
 //! line per check, each saying what was checked, what was found and, when
 //! it fails, the fix; the exit code is 1 if any check failed (78 if the
-//! configuration does not even load). Checks only read, with one
-//! exception: a target's preflight is the same as a backup's, so the rsync
-//! target creates its remote directory as a backup would.
+//! configuration does not even load). Checks only read, with two
+//! exceptions: a target's preflight is the same as a backup's, so the rsync
+//! target creates its remote directory as a backup would; and the S3
+//! exposure check writes a probe object of its own and tries to delete it.
 //!
 //! A `!` line is worth knowing but fails nothing: a lock held right now
 //! (a run is in progress), no backup yet, a last run that failed, no timer
@@ -107,6 +108,12 @@ pub fn run(global: &Global) -> ExitCode {
                     format!("{} is reachable", target.name()),
                 ),
                 Err(e) => report.line(Mark::Fail, "target", e.to_string()),
+            }
+            match target.exposure() {
+                Some(Ok(found)) if found.safe => report.line(Mark::Ok, "exposure", found.words),
+                Some(Ok(found)) => report.line(Mark::Note, "exposure", found.words),
+                Some(Err(e)) => report.line(Mark::Note, "exposure", format!("not known: {e}")),
+                None => {}
             }
         }
     }

@@ -27,18 +27,25 @@ pub fn run(settings: &Settings, which: &str, json: bool) -> Result<ExitCode> {
     if let Some(code) = crate::fleet::list_machines(target.as_ref(), json)? {
         return Ok(code);
     }
-    let mut names = target.list()?;
-    names.reverse();
+    // Listed and hidden (deleted, kept as versions), newest first.
+    let mut names: Vec<(mss_backup_core::ArtifactName, bool)> = target
+        .list()?
+        .into_iter()
+        .map(|n| (n, false))
+        .chain(target.hidden()?.into_iter().map(|n| (n, true)))
+        .collect();
+    names.sort_unstable_by(|a, b| b.0.cmp(&a.0));
     let now = Local::now().naive_local();
     if json {
         let rows: Vec<serde_json::Value> = names
             .iter()
-            .map(|name| {
+            .map(|(name, hidden)| {
                 serde_json::json!({
                     "name": name.file_name(),
                     "target": target.name(),
                     "created": name.timestamp().format("%Y-%m-%dT%H:%M:%S").to_string(),
                     "age_seconds": (now - name.timestamp()).num_seconds(),
+                    "hidden": hidden,
                 })
             })
             .collect();
@@ -49,9 +56,14 @@ pub fn run(settings: &Settings, which: &str, json: bool) -> Result<ExitCode> {
         println!("No backups on {}", target.name());
         return Ok(ExitCode::SUCCESS);
     }
-    for name in &names {
+    for (name, hidden) in &names {
+        let mark = if *hidden {
+            "  hidden: deleted, kept as a version (restore --from can bring it back)"
+        } else {
+            ""
+        };
         println!(
-            "{}  {}",
+            "{}  {}{mark}",
             name.file_name(),
             human_age(now - name.timestamp())
         );

@@ -22,7 +22,7 @@ use crate::display::human_bytes;
 use crate::guard::{RunGuard, check_backup_dir_owner};
 use crate::interrupted;
 use crate::service::{Service, poll_health, run_hook};
-use crate::source::{Source, find_on, offsite_target};
+use crate::source::{Source, find_with_hidden, offsite_target};
 use crate::targets::Kind;
 use crate::{EXIT_FAILED, EXIT_LOCKED};
 
@@ -57,7 +57,14 @@ fn fetch(settings: &Settings, kind: &Kind, name: &str) -> Result<PathBuf> {
         name,
         &format!("--from {}:{name}", kind.name),
     )?;
-    let Some(wanted) = find_on(target.as_ref(), name)? else {
+    let found = find_with_hidden(target.as_ref(), name)?;
+    if let Some((hidden, true)) = &found {
+        eprintln!(
+            "{hidden} is hidden on {} (deleted from its listing, still kept by the bucket as a version): restoring that version, checked against its sidecar",
+            target.name()
+        );
+    }
+    let Some((wanted, _)) = found else {
         bail!(
             "no backup named {name} on {} (see `mss-backup list --target {}`)",
             target.name(),

@@ -35,4 +35,4 @@ pub mod verify;
 pub use name::ArtifactName;
 pub use retention::RetentionPolicy;
 pub use setting::Setting;
-pub use target::{Artifact, Machine, Target, TargetError};
+pub use target::{Artifact, Exposure, Machine, Target, TargetError};

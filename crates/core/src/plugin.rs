@@ -29,6 +29,9 @@ pub struct BuildContext<'a> {
     /// One of the plugin's [`TargetPlugin::OUTSIDE_VARS`], from the process
     /// environment or else the environment file; `None` when unset or empty.
     pub outside_var: &'a dyn Fn(&str) -> Option<String>,
+    /// The kind's retention setting is [`TargetPlugin::RETENTION_BY_STORAGE`]'s
+    /// word: the storage expires old backups itself, nothing is deleted here.
+    pub retention_by_storage: bool,
 }
 
 /// A target built from its settings.
@@ -73,6 +76,10 @@ pub trait TargetPlugin {
     const SETTINGS: &'static [Setting];
     /// Variables outside `MSS_BACKUP_*` the plugin reads (`AWS_PROFILE`).
     const OUTSIDE_VARS: &'static [&'static str] = &[];
+    /// The word `KIND_retention` may take instead of a count when the
+    /// storage can expire backups itself (S3's `bucket`, for a key that
+    /// cannot delete), and what it means, for messages.
+    const RETENTION_BY_STORAGE: Option<(&'static str, &'static str)> = None;
     /// Those of [`Self::OUTSIDE_VARS`] that are secrets, never printed.
     const OUTSIDE_SECRETS: &'static [&'static str] = &[];
     /// The kind's settings, keys without the `KIND_` prefix; unknown keys

@@ -53,6 +53,13 @@ pub enum TargetError {
     /// The named backup is not there.
     #[error("{target}: no backup named {name}")]
     NotFound { target: String, name: String },
+    /// The target refused to delete (an append-only key, a bucket policy
+    /// without delete): not a failed copy, since keeping more than asked
+    /// loses nothing. Retention is then the storage's own business; the
+    /// run says so once and stops deleting. `reason` says what refused and
+    /// which setting declares it.
+    #[error("{target}: {reason}")]
+    DeleteRefused { target: String, reason: String },
 }
 
 /// One machine's complete backups, where several machines share a target
@@ -64,6 +71,19 @@ pub struct Machine {
     pub backups: Vec<ArtifactName>,
     /// The size of the newest backup's archive, where the target can tell.
     pub newest_size: Option<u64>,
+    /// Complete backups no longer listed but still held (see
+    /// [`Target::hidden`]), oldest first.
+    pub hidden: Vec<ArtifactName>,
+}
+
+/// What an intruder holding this machine's credentials could do to the
+/// backups on a target, as `doctor` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    /// They cannot destroy the backups there (they may still hide them).
+    pub safe: bool,
+    /// One line: what was found and what it means.
+    pub words: String,
 }
 
 /// A place backups are copied to. Implementations are small: the run,
@@ -118,6 +138,25 @@ pub trait Target: Send + Sync {
     fn get(&self, name: &ArtifactName, dest_dir: &Path) -> Result<PathBuf, TargetError>;
     /// Removes a backup and its sidecar.
     fn delete(&self, name: &ArtifactName) -> Result<(), TargetError>;
+    /// Where the storage itself expires old backups (a bucket's lifecycle
+    /// rule, declared in the settings): the words for it, and retention
+    /// deletes nothing there. `None`: retention deletes as its policy says.
+    fn retention_elsewhere(&self) -> Option<String> {
+        None
+    }
+    /// Complete backups the target no longer lists but still holds, and
+    /// that [`Target::get`] can bring back: on a versioned bucket, the
+    /// versions behind delete markers (what an intruder's deletes leave).
+    /// Oldest first; empty where the target keeps no such thing.
+    fn hidden(&self) -> Result<Vec<ArtifactName>, TargetError> {
+        Ok(Vec::new())
+    }
+    /// What an intruder with this machine's credentials could do to the
+    /// backups here, found by trying on a probe of the target's own (never
+    /// on a backup); `None` where the target cannot tell.
+    fn exposure(&self) -> Option<Result<Exposure, TargetError>> {
+        None
+    }
     /// How many bytes `artifact` lacks on a target with a space limit it
     /// can see (a mounted disk): `Some(0)` when it fits, `None` where
     /// there is no such limit or it cannot be known now.

@@ -9,7 +9,7 @@ use mss_backup_core::plugin::{BuildContext, Built, Invalid, TargetPlugin};
 use mss_backup_core::setting::{Setting, parse_duration};
 use serde::Deserialize;
 
-use crate::{Config, KeySource, OUTSIDE_VARS, SETTINGS};
+use crate::{Checksum, Config, KeySource, OUTSIDE_VARS, SETTINGS};
 
 /// The S3 kind: `MSS_BACKUP_S3_*`, `--target s3`, `copy s3`.
 pub struct S3;
@@ -30,6 +30,7 @@ pub struct S3Settings {
     #[serde(default)]
     pub virtual_host_style: bool,
     pub timeout: Option<String>,
+    pub checksum: Option<String>,
 }
 
 impl fmt::Debug for S3Settings {
@@ -49,6 +50,8 @@ impl TargetPlugin for S3 {
     const HINT: &'static str = "the bucket that holds the backups";
     const SETTINGS: &'static [Setting] = SETTINGS;
     const OUTSIDE_VARS: &'static [&'static str] = OUTSIDE_VARS;
+    const RETENTION_BY_STORAGE: Option<(&'static str, &'static str)> =
+        Some(("bucket", "never delete, a lifecycle rule expires them"));
     const OUTSIDE_SECRETS: &'static [&'static str] = &[
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -118,10 +121,17 @@ impl TargetPlugin for S3 {
         } else {
             "path style"
         };
-        let target = config.build().map_err(|e| Invalid {
-            key: None,
-            reason: e.to_string(),
-        })?;
+        let checksum = match settings.checksum.as_deref() {
+            Some(value) => Checksum::parse(value).map_err(|e| Invalid::of("s3_checksum", e))?,
+            None => None,
+        };
+        let target = config
+            .build_with_checksum(checksum)
+            .map_err(|e| Invalid {
+                key: None,
+                reason: e.to_string(),
+            })?
+            .leave_retention_to_bucket(context.retention_by_storage);
         Ok(Built {
             at: Some(target.endpoint().to_string()),
             description: format!("{keys}, {style}"),

@@ -197,17 +197,25 @@ pub(super) fn put_and_prune(
         let names = |list: Vec<ArtifactName>| -> Vec<String> {
             list.iter().map(ArtifactName::file_name).collect()
         };
-        (names(done.kept), names(done.deleted))
+        (names(done.kept), names(done.deleted), done.elsewhere)
     });
     let (status, detail, ok) = match outcome {
-        Ok((mut kept, deleted)) => {
+        Ok((mut kept, deleted, elsewhere)) => {
             kept.sort_unstable_by(|a, b| b.cmp(a));
-            let detail = format!(
-                "stored {}; {} kept, {} deleted by retention",
-                artifact.name,
-                kept.len(),
-                deleted.len()
-            );
+            let retention = match elsewhere {
+                None => format!("{} deleted by retention", deleted.len()),
+                Some(Elsewhere::Declared(words)) => words,
+                Some(Elsewhere::Refused(warning)) => {
+                    let warning = format!("{}: {warning}", target.name());
+                    tracing::warn!("{warning}");
+                    report.warnings.push(warning);
+                    format!(
+                        "{} deleted by retention, then deletes refused (see the warning)",
+                        deleted.len()
+                    )
+                }
+            };
+            let detail = format!("stored {}; {} kept, {retention}", artifact.name, kept.len());
             if is_local {
                 report.retention = RetentionStatus { kept, deleted };
             }
@@ -245,6 +253,20 @@ pub struct Delivered {
     pub kept: Vec<ArtifactName>,
     /// The backups retention deleted there (to make room first, or after).
     pub deleted: Vec<ArtifactName>,
+    /// Retention was left to the storage, not done here.
+    pub elsewhere: Option<Elsewhere>,
+}
+
+/// Why retention did not delete what its policy let go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Elsewhere {
+    /// The settings say the storage expires old backups itself (see
+    /// [`Target::retention_elsewhere`]): these words say so.
+    Declared(String),
+    /// The target refused a delete (see
+    /// [`crate::target::TargetError::DeleteRefused`]): one warning, these
+    /// words, and no more deletes this run.
+    Refused(String),
 }
 
 /// Puts `artifact` on `target` and applies that target's retention: the
@@ -274,13 +296,32 @@ pub fn deliver_to(
         None => target.put(artifact)?,
     }
     let names = target.list()?;
-    let doomed = retention::to_delete_holding(&names, policy, Some(&artifact.name), held);
-    for name in &doomed {
-        target.delete(name)?;
-        deleted.push(name.clone());
+    if let Some(words) = target.retention_elsewhere() {
+        return Ok(Delivered {
+            kept: names,
+            deleted,
+            elsewhere: Some(Elsewhere::Declared(words)),
+        });
     }
-    let kept = names.into_iter().filter(|n| !doomed.contains(n)).collect();
-    Ok(Delivered { kept, deleted })
+    let doomed = retention::to_delete_holding(&names, policy, Some(&artifact.name), held);
+    let mut elsewhere = None;
+    for name in &doomed {
+        match target.delete(name) {
+            Ok(()) => deleted.push(name.clone()),
+            // One refusal says it for all: the key cannot delete.
+            Err(crate::target::TargetError::DeleteRefused { reason, .. }) => {
+                elsewhere = Some(Elsewhere::Refused(reason));
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let kept = names.into_iter().filter(|n| !deleted.contains(n)).collect();
+    Ok(Delivered {
+        kept,
+        deleted,
+        elsewhere,
+    })
 }
 
 /// An encrypted copy made beside the archive, if one was asked for.
