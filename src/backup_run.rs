@@ -44,6 +44,7 @@ pub fn plan(settings: &Settings) -> Result<Plan, ConfigError> {
 pub fn backup_with(
     plan: &Plan,
     offsite: &[Destination],
+    network_wait: Duration,
     monitor: &Monitor,
     json: bool,
 ) -> Result<ExitCode> {
@@ -53,9 +54,12 @@ pub fn backup_with(
     let before = crate::monitor::Before::capture(&plan.backup_dir);
     let progress = crate::progress::for_stderr();
     let started = || monitor.started();
+    let network = crate::network::NetworkWait::new(network_wait);
+    let preflight = |target: &dyn Target| network.preflight(target);
     let hooks = backup::Hooks {
         started: &started,
         progress: progress.as_ref(),
+        preflight: &preflight,
     };
     let report = match backup::run_with(plan, &local, offsite, &hooks) {
         Ok(report) => report,

@@ -9,14 +9,10 @@
 //! Any other failure (a wrong key, a refused connection, a stick that is
 //! not there) is reported at once, as before.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mss_backup_core::backup::Destination;
-use mss_backup_core::name::ArtifactName;
-use mss_backup_core::progress::Progress;
-use mss_backup_core::{Artifact, Target, TargetError};
+use mss_backup_core::{Target, TargetError};
 
 /// How long a run waits for the network when nothing says otherwise:
 /// enough for a VM's DHCP and DNS at boot, short enough to still finish.
@@ -60,41 +56,30 @@ impl Budget {
     }
 }
 
-/// Each destination's target, asked again while the network is down, for
-/// at most `wait` in all.
-pub fn waiting(offsite: Vec<Destination>, wait: Duration) -> Vec<Destination> {
-    let budget = Arc::new(Budget {
-        wait,
-        deadline: Mutex::new(None),
-    });
-    offsite
-        .into_iter()
-        .map(|dest| Destination {
-            target: Box::new(WaitForNetwork {
-                inner: dest.target,
-                budget: Arc::clone(&budget),
-            }),
-            retention: dest.retention,
-        })
-        .collect()
+/// The nightly run's way of asking an offsite target whether it can take
+/// the backup ([`mss_backup_core::backup::Hooks::preflight`]): its
+/// preflight, asked again while the network is down, for at most `wait`
+/// shared by every target of the run.
+pub struct NetworkWait {
+    budget: Budget,
 }
 
-struct WaitForNetwork {
-    inner: Box<dyn Target>,
-    budget: Arc<Budget>,
-}
-
-impl Target for WaitForNetwork {
-    fn name(&self) -> &str {
-        self.inner.name()
+impl NetworkWait {
+    pub fn new(wait: Duration) -> Self {
+        Self {
+            budget: Budget {
+                wait,
+                deadline: Mutex::new(None),
+            },
+        }
     }
 
-    fn preflight(&self) -> Result<(), TargetError> {
-        let first = match self.inner.preflight() {
+    pub fn preflight(&self, target: &dyn Target) -> Result<(), TargetError> {
+        let first = match target.preflight() {
             Err(e) if is_network_down(&e) && !self.budget.wait.is_zero() => e,
             other => return other,
         };
-        let name = self.inner.name();
+        let name = target.name();
         let clock = Instant::now();
         let deadline = self.budget.deadline();
         tracing::warn!(
@@ -106,7 +91,7 @@ impl Target for WaitForNetwork {
         // reports the interruption (see mss_backup_core::interrupt).
         while Instant::now() < deadline && mss_backup_core::interrupt::received().is_none() {
             std::thread::sleep(RETRY_EVERY.min(deadline.saturating_duration_since(Instant::now())));
-            match self.inner.preflight() {
+            match target.preflight() {
                 Err(e) if is_network_down(&e) => last = e,
                 other => {
                     tracing::info!(
@@ -122,66 +107,6 @@ impl Target for WaitForNetwork {
             clock.elapsed().as_secs()
         );
         Err(last)
-    }
-
-    fn put(&self, artifact: &Artifact) -> Result<(), TargetError> {
-        self.inner.put(artifact)
-    }
-
-    fn put_with_progress(
-        &self,
-        artifact: &Artifact,
-        progress: &dyn Progress,
-    ) -> Result<(), TargetError> {
-        self.inner.put_with_progress(artifact, progress)
-    }
-
-    fn check_fits(&self, artifact: &Artifact) -> Result<(), TargetError> {
-        self.inner.check_fits(artifact)
-    }
-
-    fn knows_machine(&self) -> bool {
-        self.inner.knows_machine()
-    }
-
-    fn machines(&self) -> Option<Result<Vec<mss_backup_core::Machine>, TargetError>> {
-        self.inner.machines()
-    }
-
-    fn for_machine(&self, id: &str) -> Option<Box<dyn Target>> {
-        self.inner.for_machine(id)
-    }
-
-    fn list(&self) -> Result<Vec<ArtifactName>, TargetError> {
-        self.inner.list()
-    }
-
-    fn get(&self, name: &ArtifactName, dest_dir: &Path) -> Result<PathBuf, TargetError> {
-        self.inner.get(name, dest_dir)
-    }
-
-    fn delete(&self, name: &ArtifactName) -> Result<(), TargetError> {
-        self.inner.delete(name)
-    }
-
-    fn retention_elsewhere(&self) -> Option<String> {
-        self.inner.retention_elsewhere()
-    }
-
-    fn hidden(&self) -> Result<Vec<ArtifactName>, TargetError> {
-        self.inner.hidden()
-    }
-
-    fn exposure(&self) -> Option<Result<mss_backup_core::Exposure, TargetError>> {
-        self.inner.exposure()
-    }
-
-    fn shortfall(&self, artifact: &Artifact) -> Option<u64> {
-        self.inner.shortfall(artifact)
-    }
-
-    fn size_of(&self, name: &ArtifactName) -> Option<u64> {
-        self.inner.size_of(name)
     }
 }
 

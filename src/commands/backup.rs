@@ -12,12 +12,12 @@ use crate::config::{ConfigError, Settings, parse_duration};
 use crate::monitor::Monitor;
 
 pub fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
-    let offsite =
-        crate::network::waiting(crate::targets::offsite(settings)?, network_wait(settings)?);
+    let offsite = crate::targets::offsite(settings)?;
+    let wait = network_wait(settings)?;
     let plan = plan(settings)?;
     let monitor = Monitor::from_settings(settings)?;
     crate::guard::check_backup_dir_owner(settings)?;
-    backup_with(&plan, &offsite, &monitor, json)
+    backup_with(&plan, &offsite, wait, &monitor, json)
 }
 
 /// `MSS_BACKUP_NETWORK_WAIT`: how long the offsite copies wait for a

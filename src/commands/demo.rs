@@ -49,7 +49,7 @@ pub fn run(audio_mib: u64) -> Result<ExitCode> {
         shrink_guard: Some(config::DEFAULT_SHRINK_GUARD),
         encryption: None,
     };
-    let code = backup_with(&plan, &[], &Monitor::none(), false)?;
+    let code = backup_with(&plan, &[], Duration::ZERO, &Monitor::none(), false)?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }

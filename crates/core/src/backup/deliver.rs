@@ -116,12 +116,22 @@ pub(super) fn deliver(
     artifact: &Artifact,
     offsite_copy: &Result<Artifact, String>,
     report: &mut RunStatus,
-    progress: &dyn Progress,
+    hooks: &Hooks,
 ) {
+    let progress = hooks.progress;
+    let preflight = hooks.preflight;
     // The backup is made and named: `latest` and local retention follow
     // it even after a signal (a few renames and deletes), so the archive
     // dir stays as consistent as after any run.
-    let local_ok = put_and_prune(local, plan.retention, artifact, report, true, progress);
+    let local_ok = put_and_prune(
+        local,
+        plan.retention,
+        artifact,
+        report,
+        true,
+        progress,
+        &|t| t.preflight(),
+    );
     let mut all_ok = local_ok;
     for dest in offsite {
         if let Some(signal) = crate::interrupt::received() {
@@ -142,6 +152,7 @@ pub(super) fn deliver(
                 report,
                 false,
                 progress,
+                preflight,
             ),
             Err(why) => {
                 report.targets.push(TargetStatus {
@@ -184,6 +195,7 @@ pub(super) fn put_and_prune(
     report: &mut RunStatus,
     is_local: bool,
     progress: &dyn Progress,
+    preflight: Preflight,
 ) -> bool {
     let clock = Instant::now();
     let held: Vec<ArtifactName> = report
@@ -193,7 +205,7 @@ pub(super) fn put_and_prune(
         .filter_map(|h| ArtifactName::parse(&h.archive))
         .collect();
     let progress = (!is_local).then_some(progress);
-    let outcome = deliver_to(target, policy, artifact, &held, progress).map(|done| {
+    let outcome = deliver_with(target, policy, artifact, &held, progress, preflight).map(|done| {
         let names = |list: Vec<ArtifactName>| -> Vec<String> {
             list.iter().map(ArtifactName::file_name).collect()
         };
@@ -284,7 +296,24 @@ pub fn deliver_to(
     held: &[ArtifactName],
     progress: Option<&dyn Progress>,
 ) -> Result<Delivered, crate::target::TargetError> {
-    target.preflight()?;
+    deliver_with(target, policy, artifact, held, progress, &|t| t.preflight())
+}
+
+/// How a delivery asks a target whether it can take a backup now: its own
+/// preflight, or (the nightly run at boot) that preflight asked again while
+/// the network comes up ([`Hooks::preflight`]).
+pub type Preflight<'a> = &'a dyn Fn(&dyn Target) -> Result<(), crate::target::TargetError>;
+
+/// [`deliver_to`] with the run's own way of asking the target first.
+pub(super) fn deliver_with(
+    target: &dyn Target,
+    policy: RetentionPolicy,
+    artifact: &Artifact,
+    held: &[ArtifactName],
+    progress: Option<&dyn Progress>,
+    preflight: Preflight,
+) -> Result<Delivered, crate::target::TargetError> {
+    preflight(target)?;
     let mut deleted = make_room(target, policy, artifact, held)?;
     match progress {
         Some(progress) => {

@@ -189,6 +189,10 @@ pub struct Hooks<'a> {
     pub started: &'a dyn Fn(),
     /// Bytes archived, read back and copied to each offsite target.
     pub progress: &'a dyn Progress,
+    /// Asks an offsite target whether it can take the backup now: its
+    /// preflight, which the binary asks again for a while when the network
+    /// is not up yet (the catch-up run at boot).
+    pub preflight: Preflight<'a>,
 }
 
 impl Hooks<'static> {
@@ -196,6 +200,7 @@ impl Hooks<'static> {
     pub const NONE: Hooks<'static> = Hooks {
         started: &|| {},
         progress: &NoProgress,
+        preflight: &|target| target.preflight(),
     };
 }
 
@@ -286,7 +291,7 @@ pub fn run_with(
                 &artifact,
                 &offsite_copy,
                 &mut report,
-                hooks.progress,
+                hooks,
             );
             if let Ok(copy) = &offsite_copy
                 && copy.archive != artifact.archive
