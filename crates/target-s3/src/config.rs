@@ -474,10 +474,11 @@ fn normalize_prefix(prefix: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config() -> Config {
+    /// A config for tests, with keys that must never be printed.
+    pub(crate) fn config() -> Config {
         Config {
             bucket: "backups".into(),
             endpoint: Some("http://127.0.0.1:9".into()),

@@ -403,24 +403,7 @@ mod tests {
     use std::fs;
 
     use super::*;
-
-    fn config() -> Config {
-        Config {
-            bucket: "backups".into(),
-            endpoint: Some("http://127.0.0.1:9".into()),
-            region: None,
-            prefix: Some("mss/test".into()),
-            server_id_file: None,
-            access_key_id: Some("AKIDEXAMPLE".into()),
-            secret_access_key: Some("0123456789".into()),
-            session_token: Some("token-secret".into()),
-            key_source: KeySource::Mss,
-            profile: None,
-            use_instance_metadata: false,
-            virtual_host_style: false,
-            timeout: None,
-        }
-    }
+    use crate::config::tests::config;
 
     #[test]
     fn the_default_prefix_comes_from_the_server_id() {
