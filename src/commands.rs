@@ -11,10 +11,10 @@ use mss_backup_core::backup::{self, Destination, Plan};
 use mss_backup_core::drill::{self, Drill, DrillResult};
 use mss_backup_core::lock::LockError;
 use mss_backup_core::name::{LATEST, LATEST_AGE};
-use mss_backup_core::sample::{self, SampleSpec};
 use mss_backup_core::seal;
 use mss_backup_core::status::{self, Outcome, RunStatus};
 use mss_backup_core::{RetentionPolicy, Target, verify};
+use mss_backup_sample::{self as sample, SampleSpec};
 use mss_backup_target_local::{DirTarget, local};
 
 use crate::cli::{Cli, Command, ConfigCommand, Global, ScheduleCommand, UsbCommand};

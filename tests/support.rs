@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mss_backup_core::sample::{self, SampleSpec};
+use mss_backup_sample::{self as sample, SampleSpec};
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mss-backup");

@@ -476,7 +476,7 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
-/// Bumped whenever `sample.rs` generates different bytes, so a cached data
+/// Bumped whenever `crates/sample` generates different bytes, so a cached data
 /// set of an older generator is never measured by mistake.
 const DATA_VERSION: u32 = 3;
 

@@ -21,7 +21,6 @@ pub mod name;
 pub mod progress;
 pub mod restore;
 pub mod retention;
-pub mod sample;
 pub mod seal;
 pub mod setting;
 pub mod snapshot;
