@@ -669,6 +669,7 @@ fn dataset(
         .arg(&data)
         .args(["--mix", mix, "--size-mib", &size_mib.to_string()])
         .args(["--seed", &seed.to_string()])
+        .stdout(std::process::Stdio::null())
         .status()
         .map_err(|e| format!("cannot run {}: {e}", generator.display()))?;
     if !status.success() {
