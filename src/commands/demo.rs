@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use mss_backup_core::backup::Plan;
 use mss_backup_core::name::LATEST;
-use mss_backup_core::sample::{self, SampleSpec};
 use mss_backup_core::status;
 use mss_backup_core::{RetentionPolicy, verify};
+use mss_backup_sample::{self as sample, SampleSpec};
 
 use crate::backup_run::backup_with;
 use crate::config;

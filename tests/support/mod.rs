@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use mss_backup_core::sample::{self, SampleSpec};
+use mss_backup_sample::{self as sample, SampleSpec};
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mss-backup");

@@ -14,12 +14,36 @@ use crate::{run, workspace_root};
 struct Options {
     size_mib: u64,
     rounds: usize,
+    /// The archive size against `tar -czf` per mix and seed: the mixes.
+    mixes: Vec<String>,
+    seeds: Vec<u64>,
+    /// Size of each mix's data set.
+    mix_mib: u64,
+    /// Only the sizes by mix, no timed rounds.
+    sizes_only: bool,
 }
+
+/// The mixes and seeds measured by default: every named mix (see
+/// `mss-backup-sample --list`), two seeds each, small enough to run beside
+/// the timed rounds.
+const MIXES: &[&str] = &[
+    "calibrated",
+    "unseen",
+    "sleep",
+    "studio",
+    "voice",
+    "exports",
+];
+const SEEDS: &[u64] = &[2026, 7];
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
         size_mib: 400,
         rounds: 3,
+        mixes: Vec::new(),
+        seeds: Vec::new(),
+        mix_mib: 100,
+        sizes_only: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -31,12 +55,24 @@ fn parse(args: &[String]) -> Result<Options, String> {
         match arg.as_str() {
             "--size-mib" => options.size_mib = value("--size-mib")?,
             "--rounds" => options.rounds = value("--rounds")?.max(1) as usize,
+            "--mix-mib" => options.mix_mib = value("--mix-mib")?.max(1),
+            "--seed" => options.seeds.push(value("--seed")?),
+            "--mix" => options
+                .mixes
+                .push(it.next().ok_or("--mix takes a mix name")?.clone()),
+            "--sizes-only" => options.sizes_only = true,
             other => {
                 return Err(format!(
-                    "unknown bench option {other} (use --size-mib N, --rounds N)"
+                    "unknown bench option {other} (use --size-mib N, --rounds N, --mix NAME, --seed N, --mix-mib N, --sizes-only)"
                 ));
             }
         }
+    }
+    if options.mixes.is_empty() {
+        options.mixes = MIXES.iter().map(|m| m.to_string()).collect();
+    }
+    if options.seeds.is_empty() {
+        options.seeds = SEEDS.to_vec();
     }
     Ok(options)
 }
@@ -68,13 +104,27 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     crate::services::ensure_packages(&["tar", "gzip", "isal", "pigz"])?;
     run(
         "cargo",
-        &["build", "--release", "--quiet", "-p", "mss-backup"],
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "mss-backup",
+            "-p",
+            "mss-backup-sample",
+        ],
         &[],
     )?;
     let root = workspace_root();
     let target = target_dir(&root);
     let bin = target.join("release/mss-backup");
-    let data = dataset(&bin, &target, options.size_mib)?;
+    let generator = target.join("release/mss-backup-sample");
+    if options.sizes_only {
+        let sizes = sizes_by_mix(&bin, &generator, &target, &options)?;
+        report_sizes(&sizes, options.mix_mib);
+        return Ok(());
+    }
+    let data = dataset(&generator, &target, "calibrated", options.size_mib, 2026)?;
     let work = target.join("bench-work");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
@@ -298,7 +348,116 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     );
     report("backup", &backup);
     report("read back", &read);
+    let sizes = sizes_by_mix(&bin, &generator, &target, &options)?;
+    report_sizes(&sizes, options.mix_mib);
     Ok(())
+}
+
+/// The sizes of one mix and seed's archives.
+struct MixSizes {
+    mix: String,
+    seed: u64,
+    data: u64,
+    ours: u64,
+    /// CPU seconds of the backup: its instructions are what the routing
+    /// costs, but time on a loaded machine is only a hint.
+    ours_cpu: f64,
+    tar_czf: u64,
+    igzip: Option<u64>,
+}
+
+/// Backs up each mix and seed once with mss-backup, `tar -czf` and (where
+/// installed) igzip -2: sizes are deterministic, so one run each tells.
+fn sizes_by_mix(
+    bin: &Path,
+    generator: &Path,
+    target: &Path,
+    options: &Options,
+) -> Result<Vec<MixSizes>, String> {
+    let work = target.join("bench-work/mixes");
+    let mut all = Vec::new();
+    for mix in &options.mixes {
+        for &seed in &options.seeds {
+            let data = dataset(generator, target, mix, options.mix_mib, seed)?;
+            let _ = fs::remove_dir_all(&work);
+            fs::create_dir_all(&work)
+                .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+            let (d, w) = (data.display(), work.display());
+            let env = vec![
+                ("HOME".to_string(), w.to_string()),
+                ("MSS_BACKUP_DATA_DIR".to_string(), d.to_string()),
+                ("MSS_BACKUP_DIR".to_string(), format!("{w}/ours")),
+                ("MSS_BACKUP_RETENTION".to_string(), "1".to_string()),
+            ];
+            let ours = measure(&format!("{} 2>/dev/null", bin.display()), &env)?;
+            let archive = fs::read_link(work.join("ours/archive/mss-backup-latest.tar.gz"))
+                .map(|name| work.join("ours/archive").join(name))
+                .map_err(|e| format!("mss-backup made no archive of {mix} seed {seed}: {e}"))?;
+            let size = |path: &Path| fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            measure(&format!("tar -czf {w}/tar-czf.tar.gz -C {d} ."), &[])?;
+            let igzip = if which("igzip") {
+                measure(
+                    &format!("tar -cf - -C {d} . | igzip -2 -T 2 > {w}/igzip.tar.gz"),
+                    &[],
+                )?;
+                Some(size(&work.join("igzip.tar.gz")))
+            } else {
+                None
+            };
+            let sizes = MixSizes {
+                mix: mix.clone(),
+                seed,
+                data: dir_bytes(&data),
+                ours: size(&archive),
+                ours_cpu: ours.cpu,
+                tar_czf: size(&work.join("tar-czf.tar.gz")),
+                igzip,
+            };
+            eprintln!(
+                "xtask: {mix} seed {seed}: mss-backup / tar -czf = {:.4}",
+                sizes.ours as f64 / sizes.tar_czf.max(1) as f64
+            );
+            all.push(sizes);
+        }
+    }
+    let _ = fs::remove_dir_all(&work);
+    Ok(all)
+}
+
+fn report_sizes(sizes: &[MixSizes], mix_mib: u64) {
+    println!();
+    println!("archive size by mix ({mix_mib} MiB each; goal: mss-backup / tar -czf <= 1.02)");
+    println!(
+        "{:<12} {:>6} {:>13} {:>13} {:>13} {:>13} {:>9} {:>9} {:>8}",
+        "mix",
+        "seed",
+        "data bytes",
+        "mss-backup",
+        "tar -czf",
+        "igzip -2",
+        "ours/czf",
+        "igzip/czf",
+        "cpu s"
+    );
+    for s in sizes {
+        let czf = s.tar_czf.max(1) as f64;
+        let (igzip, igzip_ratio) = match s.igzip {
+            Some(b) => (b.to_string(), format!("{:.4}", b as f64 / czf)),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        println!(
+            "{:<12} {:>6} {:>13} {:>13} {:>13} {:>13} {:>9.4} {:>9} {:>8.2}",
+            s.mix,
+            s.seed,
+            s.data,
+            s.ours,
+            s.tar_czf,
+            igzip,
+            s.ours as f64 / czf,
+            igzip_ratio,
+            s.ours_cpu
+        );
+    }
 }
 
 fn measure_rounds(cases: &mut [Case], rounds: usize) -> Result<(), String> {
@@ -476,13 +635,26 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
-/// Bumped whenever `sample.rs` generates different bytes, so a cached data
+/// Bumped whenever `crates/sample` generates different bytes, so a cached data
 /// set of an older generator is never measured by mistake.
 const DATA_VERSION: u32 = 3;
 
-/// The generated data set, cached under `<target>/bench-data` by size.
-fn dataset(bin: &Path, target: &Path, size_mib: u64) -> Result<PathBuf, String> {
-    let dir = target.join(format!("bench-data/{size_mib}mib-v{DATA_VERSION}"));
+/// The generated data set of `mix` at `seed`, cached under
+/// `<target>/bench-data`. The calibrated mix at seed 2026 keeps the path it
+/// always had.
+fn dataset(
+    generator: &Path,
+    target: &Path,
+    mix: &str,
+    size_mib: u64,
+    seed: u64,
+) -> Result<PathBuf, String> {
+    let name = if mix == "calibrated" && seed == 2026 {
+        format!("{size_mib}mib-v{DATA_VERSION}")
+    } else {
+        format!("{mix}-{size_mib}mib-seed{seed}-v{DATA_VERSION}")
+    };
+    let dir = target.join("bench-data").join(name);
     let data = dir.join("cloud-data");
     let marker = dir.join(".complete");
     if marker.exists() {
@@ -490,22 +662,18 @@ fn dataset(bin: &Path, target: &Path, size_mib: u64) -> Result<PathBuf, String> 
     }
     let _ = fs::remove_dir_all(&dir);
     eprintln!(
-        "xtask: generating a {size_mib} MiB data set in {}",
+        "xtask: generating a {size_mib} MiB data set ({mix}, seed {seed}) in {}",
         data.display()
     );
-    let status = Command::new(bin)
-        .args([
-            "sample-data",
-            &data.display().to_string(),
-            "--audio-mib",
-            &size_mib.to_string(),
-            "--seed",
-            "2026",
-        ])
+    let status = Command::new(generator)
+        .arg(&data)
+        .args(["--mix", mix, "--size-mib", &size_mib.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .stdout(std::process::Stdio::null())
         .status()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", generator.display()))?;
     if !status.success() {
-        return Err("generating the data set failed".to_string());
+        return Err(format!("generating the {mix} data set failed"));
     }
     fs::write(&marker, b"").map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
     Ok(data)

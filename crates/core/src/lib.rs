@@ -22,7 +22,6 @@ pub mod plugin;
 pub mod progress;
 pub mod restore;
 pub mod retention;
-pub mod sample;
 pub mod seal;
 pub mod setting;
 pub mod snapshot;
