@@ -232,3 +232,56 @@ fn a_failed_start_is_exit_1_and_not_rolled_back() {
     assert_same_tree(&tree(&env.data_dir.join("Sounds"), false), &backed_up);
     assert!(net.join("uploads/after-the-backup.wav").is_file());
 }
+
+/// The offsite fetch runs under the lock (src/restore.rs: so no backup's
+/// retention can prune the copy between download and restore): while
+/// another run holds it, `restore --from usb:latest` exits 75 before
+/// downloading anything; once free, it downloads and restores.
+#[test]
+fn an_offsite_restore_fetches_nothing_while_the_lock_is_held() {
+    use std::io::Write;
+    let mut env = TestEnv::new();
+    let stick = Stick::tmpfs("64m");
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.backup_ok();
+    let name = env.archives().pop().unwrap();
+    fs::remove_dir_all(env.archive_dir()).unwrap();
+    fs::create_dir(env.archive_dir()).unwrap();
+    let live = fs::read(env.db_path()).unwrap();
+    let mut lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(env.backup_dir.join(".lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    lock.set_len(0).unwrap();
+    writeln!(lock, "4242 2026-02-11T03:15:00+00:00").unwrap();
+    let args = [
+        "restore",
+        "db",
+        "--from",
+        "usb:latest",
+        "--yes",
+        "--no-stop",
+    ];
+    let out = env.expect(&args, 75);
+    assert!(
+        stderr(&out).contains("Another mss-backup is already running"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        entries(&env.archive_dir()).is_empty(),
+        "nothing downloaded: {:?}",
+        entries(&env.archive_dir())
+    );
+    assert!(fs::read(env.db_path()).unwrap() == live);
+    drop(lock);
+    let out = env.expect(&args, 0);
+    assert!(
+        stderr(&out).contains(&format!("Downloading {name}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.archive_dir().join(&name).is_file());
+}
