@@ -285,3 +285,44 @@ fn an_offsite_restore_fetches_nothing_while_the_lock_is_held() {
     );
     assert!(env.archive_dir().join(&name).is_file());
 }
+
+/// docs/design.md: the previous backup is kept beyond retention "here and
+/// on every offsite target" while the data is shrunk: on a USB stick with
+/// retention 2, a week of small backups never rotates the last good one
+/// out; once the data is back, retention takes it.
+#[test]
+fn the_shrink_guard_holds_the_last_good_backup_on_a_usb_stick() {
+    let mut env = TestEnv::with_audio(4);
+    let stick = Stick::tmpfs("256m");
+    env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
+    env.set("MSS_BACKUP_USB_RETENTION", "2");
+    env.backup_ok();
+    let good = env.status()["archive"].as_str().unwrap().to_string();
+    let on_stick = || -> Vec<String> {
+        entries(&stick.backups())
+            .into_iter()
+            .filter(|n| is_backup_name(n))
+            .collect()
+    };
+    assert_eq!(on_stick(), [good.clone()]);
+    let uploads = env.data_dir.join("Sounds/uploads");
+    let saved = env.root.path().join("saved-uploads");
+    fs::rename(&uploads, &saved).unwrap();
+    fs::create_dir(&uploads).unwrap();
+    for night in 0..4 {
+        env.backup_ok();
+        let names = on_stick();
+        assert!(names.contains(&good), "night {night}: {names:?}");
+        assert!(
+            names.len() <= 3,
+            "night {night}: 2 by retention + the held one: {names:?}"
+        );
+    }
+    assert_eq!(on_stick().len(), 3);
+    fs::remove_dir(&uploads).unwrap();
+    fs::rename(&saved, &uploads).unwrap();
+    env.backup_ok();
+    let names = on_stick();
+    assert!(!names.contains(&good), "{names:?}");
+    assert_eq!(names.len(), 2, "{names:?}");
+}
