@@ -304,7 +304,7 @@ fn the_shrink_guard_holds_the_last_good_backup_on_a_usb_stick() {
             .filter(|n| is_backup_name(n))
             .collect()
     };
-    assert_eq!(on_stick(), [good.clone()]);
+    assert_eq!(on_stick(), std::slice::from_ref(&good));
     let uploads = env.data_dir.join("Sounds/uploads");
     let saved = env.root.path().join("saved-uploads");
     fs::rename(&uploads, &saved).unwrap();
