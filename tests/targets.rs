@@ -696,6 +696,33 @@ fn rsync_to_a_closed_port_fails_in_one_line_and_keeps_the_local_backup() {
     assert!(!remote.dir.exists());
 }
 
+/// docs/targets.md: the host key must be known already. An sshd whose
+/// key is not in known_hosts fails the target in one line that says how
+/// to add it, never a prompt at 3 AM, and the local backup is whole.
+#[test]
+fn rsync_to_a_host_with_an_unknown_key_fails_in_one_line_and_keeps_the_local_backup() {
+    let mut env = TestEnv::new();
+    let remote = Remote::new(&mut env);
+    let known_hosts = env.root.path().join("empty_known_hosts");
+    fs::write(&known_hosts, "").unwrap();
+    env.set(
+        "MSS_BACKUP_RSYNC_RSH",
+        &format!(
+            "ssh -p {} -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+            service_var("MSS_TEST_SSH_PORT"),
+            service_var("MSS_TEST_SSH_KEY"),
+            known_hosts.display()
+        ),
+    );
+    let out = env.expect(&[], 1);
+    let lines = lines_with(&out, "is not known here or has changed");
+    assert_eq!(lines.len(), 1, "{}", stderr(&out));
+    assert!(lines[0].contains("ssh-keyscan"), "{}", lines[0]);
+    assert_local_intact(&env);
+    assert_eq!(target(&env.status(), "rsync:")["status"], "failure");
+    assert!(!remote.dir.exists());
+}
+
 #[test]
 fn an_upload_cut_off_midway_leaves_nothing_under_a_backup_name() {
     let mut env = TestEnv::new();
