@@ -443,7 +443,6 @@ fn encrypt_local_keeps_only_encrypted_backups_with_their_own_latest_link() {
     // A new row before each backup, so the latest holds the most.
     let mut rows = Vec::new();
     for i in 0..3 {
-        std::thread::sleep(std::time::Duration::from_millis(1100));
         rusqlite::Connection::open(env.db_path())
             .unwrap()
             .execute(

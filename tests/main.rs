@@ -6,6 +6,7 @@
 mod support;
 
 mod backup;
+mod claims;
 mod cli;
 mod conformance;
 mod drills;

@@ -120,6 +120,19 @@ fn an_unreachable_or_failing_monitor_never_fails_the_backup() {
     assert_eq!(requests.len(), 6, "{requests:?}");
     assert!(log_text(&env).contains("HTTP status 500"));
 
+    // A 4xx (a wrong or deleted check) will not mend itself: one try per
+    // ping, logged, and the backup still a success.
+    let server = HttpStub::start(404, "/ping/0f3e-secret-uuid");
+    env.set("MSS_BACKUP_PING_URL", &server.url);
+    env.backup_ok();
+    let requests = server.requests();
+    assert_eq!(
+        requests.len(),
+        2,
+        "start and success, once each: {requests:?}"
+    );
+    assert!(log_text(&env).contains("HTTP status 404"));
+
     env.set("MSS_BACKUP_PING_URL", "hc-ping.com/0f3e-secret-uuid");
     let out = env.expect(&[], 78);
     assert!(

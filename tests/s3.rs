@@ -9,9 +9,8 @@
 //! so the real gateway keeps serving the other tests.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::Stdio;
 use std::thread::{self};
 use std::time::{Duration, Instant};
@@ -19,24 +18,6 @@ use std::time::{Duration, Instant};
 use crate::support::proxy::Proxy;
 use crate::support::rgw::*;
 use crate::support::*;
-
-/// Fills `path` with `bytes` of incompressible pseudo-random data
-/// (xorshift), so the archive is as big as the data.
-fn write_noise(path: &Path, bytes: usize) {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut file = io::BufWriter::new(File::create(path).unwrap());
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..bytes / block.len() {
-        for word in block.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        file.write_all(&block).unwrap();
-    }
-    file.flush().unwrap();
-}
 
 /// Runs mss-backup to completion and returns its exit code, stdout, stderr
 /// and peak resident memory in KiB (from the kernel's accounting of the

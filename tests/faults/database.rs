@@ -37,3 +37,36 @@ fn every_backup_of_a_database_under_a_heavy_writer_passes_integrity_check() {
     );
     assert_eq!(integrity(&db), "ok");
 }
+
+/// docs/design.md: a locked database is waited for, up to 60 s, then the
+/// run fails naming it, with nothing under a backup's name, the staging
+/// copy removed and the lock free; the next run, with the database free,
+/// succeeds. (The full minute is waited for: there is no setting for it.)
+#[test]
+fn a_database_locked_for_longer_than_a_minute_fails_the_run_and_leaves_nothing() {
+    let env = TestEnv::new();
+    env.backup_ok();
+    let before = entries(&env.archive_dir());
+    let db = lock_database(&env);
+    let out = env.expect(&[], 1);
+    let msg = stderr(&out);
+    assert!(
+        msg.contains(&format!(
+            "database {} stayed busy for",
+            env.db_path().display()
+        )) && msg.contains("another process holds a lock (try again later)"),
+        "{msg}"
+    );
+    assert_eq!(entries(&env.archive_dir()), before, "nothing new named");
+    assert!(
+        entries(&env.backup_dir)
+            .iter()
+            .all(|n| !n.starts_with(".staging-")),
+        "staging removed"
+    );
+    assert_eq!(env.status()["status"], "failure");
+    db.execute_batch("ROLLBACK").unwrap();
+    drop(db);
+    env.backup_ok();
+    assert_eq!(env.archives().len(), 2);
+}

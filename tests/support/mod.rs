@@ -19,6 +19,7 @@ pub mod tree;
 pub mod writer;
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -418,4 +419,22 @@ pub fn table_rows(db: &Path, table: &str) -> Vec<String> {
     .unwrap()
     .map(Result::unwrap)
     .collect()
+}
+
+/// Fills `path` with `bytes` of incompressible pseudo-random data
+/// (xorshift), so the archive is as big as the data.
+pub fn write_noise(path: &Path, bytes: usize) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut file = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..bytes / block.len() {
+        for word in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
 }
