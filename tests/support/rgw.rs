@@ -158,6 +158,12 @@ impl Rgw {
 /// A test environment backing up to the gateway under `prefix`.
 pub fn s3_env(rgw: &Rgw, prefix: &str) -> TestEnv {
     let mut env = TestEnv::new();
+    s3_vars(rgw, prefix, &mut env);
+    env
+}
+
+/// Points `env`'s S3 target at the gateway under `prefix`.
+pub fn s3_vars(rgw: &Rgw, prefix: &str, env: &mut TestEnv) {
     for (key, value) in [
         ("MSS_BACKUP_S3_BUCKET", rgw.bucket.as_str()),
         ("MSS_BACKUP_S3_ENDPOINT", rgw.endpoint.as_str()),
@@ -168,7 +174,6 @@ pub fn s3_env(rgw: &Rgw, prefix: &str) -> TestEnv {
     ] {
         env.set(key, value);
     }
-    env
 }
 
 /// The status entry of the target whose name starts with `s3://`.

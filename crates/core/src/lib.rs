@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod delta;
 pub mod drill;
 pub mod durable;
 pub mod gz;

@@ -331,8 +331,12 @@ impl Config {
             }
             Signing::Chain => {}
         }
+        let transport = opendal::HttpTransporter::new(crate::transport::Transport(
+            opendal::HttpTransporter::default(),
+        ));
         let operator = Operator::new(builder)
             .map_err(|e| ConfigError::Rejected(e.to_string()))?
+            .with_context(opendal::OperationContext::new().with_http_transport(transport))
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(timeout)

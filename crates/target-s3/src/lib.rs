@@ -19,6 +19,7 @@ mod exposure;
 mod plugin;
 mod remote_error;
 mod transfer;
+mod transport;
 mod versions;
 
 pub use config::{Checksum, Config, ConfigError, KeySource, OUTSIDE_VARS, SETTINGS};
@@ -59,7 +60,7 @@ pub const MACHINES_ROOT: &str = "mss/";
 
 /// The complete backups among object names: ours, with their sidecar,
 /// oldest first.
-fn complete_backups(names: &BTreeSet<String>) -> Vec<ArtifactName> {
+pub(crate) fn complete_backups(names: &BTreeSet<String>) -> Vec<ArtifactName> {
     let mut backups: Vec<ArtifactName> = names
         .iter()
         .filter_map(|n| ArtifactName::parse(n))
@@ -105,6 +106,18 @@ enum Failure {
     Remote(opendal::Error),
     Local { what: String, source: io::Error },
     Integrity(String),
+}
+
+impl fmt::Display for Failure {
+    /// The failure's own words, for the log (the operator's message comes
+    /// from `S3Target::error`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Remote(e) => write!(f, "{e}"),
+            Failure::Local { what, source } => write!(f, "{what}: {source}"),
+            Failure::Integrity(detail) => f.write_str(detail),
+        }
+    }
 }
 
 impl From<opendal::Error> for Failure {
@@ -241,7 +254,7 @@ impl S3Target {
     }
 
     /// Every object name directly under the prefix.
-    async fn names_under(&self, prefix: &str) -> Result<BTreeSet<String>, Failure> {
+    pub(crate) async fn names_under(&self, prefix: &str) -> Result<BTreeSet<String>, Failure> {
         let dir = if prefix.is_empty() { "/" } else { prefix };
         let entries = self.operator.list(dir).await?;
         Ok(entries

@@ -5,15 +5,18 @@
 //! verifies.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use mss_backup_core::delta::{self, Delta, Piece};
 use mss_backup_core::progress::Progress;
 use mss_backup_core::{Artifact, ArtifactName, durable};
 use opendal::Buffer;
 
-use crate::{CONCURRENT_PARTS, Failure, PART_SIZE, S3Target, SHA256_METADATA, local};
+use crate::{
+    CONCURRENT_PARTS, Failure, PART_SIZE, S3Target, SHA256_METADATA, complete_backups, local,
+};
 
 /// How long aborting a failed upload may take, retries included.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +69,172 @@ impl S3Target {
         sent
     }
 
+    /// Last night's backup, here and on S3 byte for byte, as the basis of
+    /// tonight's upload: its key and how tonight's archive is made of it.
+    /// `Err` says why the upload goes in full.
+    async fn basis(&self, artifact: &Artifact, prefix: &str) -> Result<(String, Delta), String> {
+        if artifact.name.is_encrypted() {
+            return Err("an encrypted archive shares no bytes with another".into());
+        }
+        if !self.operator.info().capability().write_can_copy_from {
+            return Err("this server (or a checksum setting) allows no server-side copy".into());
+        }
+        let names = self
+            .names_under(prefix)
+            .await
+            .map_err(|e| format!("cannot list {prefix}: {e}"))?;
+        let Some(last) = complete_backups(&names)
+            .into_iter()
+            .filter(|n| !n.is_encrypted() && *n < artifact.name)
+            .max()
+        else {
+            return Err("no earlier backup there".into());
+        };
+        let here = artifact
+            .archive
+            .parent()
+            .map(|dir| dir.join(last.file_name()))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| format!("{last} is no longer here to compare with"))?;
+        let key = format!("{prefix}{}", last.file_name());
+        let stored = self
+            .operator
+            .stat(&key)
+            .await
+            .map_err(|e| format!("cannot stat {key}: {e}"))?;
+        let stored_sha = stored
+            .user_metadata()
+            .and_then(|m| m.get(SHA256_METADATA))
+            .map(str::to_string)
+            .ok_or_else(|| format!("{key} has no sha256 metadata"))?;
+        let delta = delta::plan(&here, &artifact.archive)
+            .map_err(|e| format!("cannot compare with {}: {e}", here.display()))?;
+        if delta.basis_sha256 != stored_sha {
+            return Err(format!("{last} here is not the one on S3 (sha256 differs)"));
+        }
+        if delta.copied < artifact.size / 10 {
+            return Err(format!("little of it is in {last}"));
+        }
+        Ok((key, delta))
+    }
+
+    /// Builds `key` from `file`'s new bytes and ranges of `basis` that the
+    /// server copies itself (UploadPartCopy): one multipart upload, aborted
+    /// on any error like a full one.
+    async fn upload_delta(
+        &self,
+        file: &Path,
+        key: &str,
+        sha256: &str,
+        basis: &str,
+        delta: &Delta,
+        progress: &dyn Progress,
+    ) -> Result<(), Failure> {
+        let mut input = File::open(file).map_err(local(format!("opening {}", file.display())))?;
+        // No fixed part size: opendal then copies each run in one part,
+        // and streams only what fills a part up to the minimum (5 MiB) where
+        // new bytes meet a copied run; a fixed size would also stream every
+        // run's tail.
+        let mut writer = self
+            .operator
+            .writer_with(key)
+            .concurrent(CONCURRENT_PARTS)
+            .user_metadata([(SHA256_METADATA.to_string(), sha256.to_string())])
+            .await?;
+        let sent = async {
+            for piece in &delta.pieces {
+                mss_backup_core::interrupt::check()
+                    .map_err(local(format!("reading {}", file.display())))?;
+                match *piece {
+                    Piece::Copy { from, len } => {
+                        writer.copy_from(basis, from..from + len).await?;
+                        progress.advance(len);
+                    }
+                    Piece::Send { at, len } => {
+                        input
+                            .seek(SeekFrom::Start(at))
+                            .map_err(local(format!("reading {}", file.display())))?;
+                        let mut left = len;
+                        while left > 0 {
+                            let take = left.min(PART_SIZE as u64);
+                            let mut part = Vec::with_capacity(take as usize);
+                            (&mut input)
+                                .take(take)
+                                .read_to_end(&mut part)
+                                .map_err(local(format!("reading {}", file.display())))?;
+                            if part.len() as u64 != take {
+                                return Err(Failure::Integrity(format!(
+                                    "{} ended while being sent",
+                                    file.display()
+                                )));
+                            }
+                            writer.write(Buffer::from(part)).await?;
+                            progress.advance(take);
+                            left -= take;
+                        }
+                    }
+                }
+            }
+            writer.close().await?;
+            Ok::<_, Failure>(())
+        }
+        .await;
+        if sent.is_err() {
+            let aborted = tokio::time::timeout(ABORT_TIMEOUT, writer.abort()).await;
+            if !matches!(aborted, Ok(Ok(()))) {
+                tracing::warn!(target = %self.label, key, "could not abort the failed upload");
+            }
+        }
+        sent
+    }
+
+    /// Tonight's archive onto `key`: only what changed since last night's
+    /// where the server can copy the rest itself, else every byte.
+    async fn send(
+        &self,
+        artifact: &Artifact,
+        prefix: &str,
+        key: &str,
+        progress: &dyn Progress,
+    ) -> Result<(), Failure> {
+        let file_name = artifact.name.file_name();
+        match self.basis(artifact, prefix).await {
+            Ok((basis, delta)) => {
+                let sent = self
+                    .upload_delta(
+                        &artifact.archive,
+                        key,
+                        &artifact.sha256,
+                        &basis,
+                        &delta,
+                        progress,
+                    )
+                    .await;
+                match sent {
+                    Ok(()) => {
+                        tracing::info!(
+                            target = %self.label,
+                            "{file_name}: sent {} of {} bytes ({:.1}%); the server copied the other {} from {basis}",
+                            delta.sent,
+                            artifact.size,
+                            100.0 * delta.sent as f64 / artifact.size.max(1) as f64,
+                            delta.copied
+                        );
+                        return Ok(());
+                    }
+                    Err(e) if mss_backup_core::interrupt::received().is_some() => return Err(e),
+                    Err(e) => tracing::warn!(
+                        target = %self.label,
+                        "{file_name}: the server-side copy from {basis} failed ({e}); sending it in full"
+                    ),
+                }
+            }
+            Err(why) => tracing::info!(target = %self.label, "{file_name}: sent in full: {why}"),
+        }
+        self.upload(&artifact.archive, key, &artifact.sha256, progress)
+            .await
+    }
+
     pub(crate) async fn put_async(
         &self,
         artifact: &Artifact,
@@ -76,7 +245,7 @@ impl S3Target {
         let key = format!("{prefix}{file_name}");
         let sidecar_key = format!("{prefix}{}", artifact.name.sidecar_name());
         let uploading = format!("uploading {file_name}");
-        self.upload(&artifact.archive, &key, &artifact.sha256, progress)
+        self.send(artifact, prefix, &key, progress)
             .await
             .map_err(|f| (uploading.clone(), f))?;
         // Check what arrived before the sidecar marks it complete (the
