@@ -12,7 +12,7 @@ use chrono::Local;
 use mss_backup_core::metrics::{FleetMachine, render_fleet};
 use mss_backup_core::{Machine, Target};
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, var_name};
 use crate::display::{human_age, human_bytes};
 use crate::{EXIT_FAILED, targets};
 
@@ -112,7 +112,8 @@ pub fn list_machines(target: &dyn Target, json: bool) -> Result<Option<ExitCode>
     print_machines(target, &machines, DEFAULT_MAX_AGE, json, &mut Vec::new())?;
     if !json {
         println!(
-            "This machine has no server id (cloud-data/data/server_id.txt) to find its own backups by: restore one machine's with MSS_BACKUP_S3_PREFIX=mss/<id>/ (a restore brings server_id.txt back)."
+            "This machine has no server id (cloud-data/data/server_id.txt) to find its own backups by: restore one machine's with {}=mss/<id>/ (a restore brings server_id.txt back).",
+            prefix_var()
         );
     }
     Ok(Some(ExitCode::SUCCESS))
@@ -134,9 +135,13 @@ pub fn status(settings: &Settings, max_age: Option<Duration>, json: bool) -> Res
         shown += 1;
     }
     if shown == 0 {
-        return Err(ConfigError(
-            "status --fleet needs a target that several machines share: set MSS_BACKUP_S3_BUCKET (with its endpoint and keys)".to_string(),
-        )
+        let switches: Vec<String> = targets::shared_kinds()
+            .map(|(kind, _)| var_name(kind.switch))
+            .collect();
+        return Err(ConfigError(format!(
+            "status --fleet needs a target that several machines share: set {} (with its endpoint and keys)",
+            switches.join(" or ")
+        ))
         .into());
     }
     // Beside the backup's own metrics file, never over it.
@@ -193,8 +198,9 @@ pub fn only_machine(target: Box<dyn Target>, from: &str) -> Result<Box<dyn Targe
         .collect();
     match machines.as_slice() {
         [] => Err(ConfigError(format!(
-            "--from {from}: no machine has a complete backup on {} (under mss/<server id>/); set MSS_BACKUP_S3_PREFIX if the backups are elsewhere",
-            target.name()
+            "--from {from}: no machine has a complete backup on {} (under mss/<server id>/); set {} if the backups are elsewhere",
+            target.name(),
+            prefix_var()
         ))
         .into()),
         [one] => {
@@ -216,12 +222,22 @@ pub fn only_machine(target: Box<dyn Target>, from: &str) -> Result<Box<dyn Targe
                 })
                 .collect();
             Err(ConfigError(format!(
-                "--from {from}: this machine has no server id, and {} holds the backups of {} machines: {}; choose one with MSS_BACKUP_S3_PREFIX=mss/<id>/ (nothing was written)",
+                "--from {from}: this machine has no server id, and {} holds the backups of {} machines: {}; choose one with {}=mss/<id>/ (nothing was written)",
                 target.name(),
                 several.len(),
-                list.join(", ")
+                list.join(", "),
+                prefix_var()
             ))
             .into())
         }
     }
+}
+
+/// The variable that chooses one machine's backups on a shared target
+/// (`MSS_BACKUP_S3_PREFIX`).
+fn prefix_var() -> String {
+    targets::shared_kinds()
+        .map(|(_, key)| var_name(key))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }

@@ -94,7 +94,7 @@ pub fn settings_reference() -> String {
             setting.key,
             code(setting.value),
             match setting.default {
-                words @ ("off" | "none" | "AWS S3") => words.to_string(),
+                words @ ("off" | "none") => words.to_string(),
                 words if words.starts_with("the ") => words.to_string(),
                 value => code(value),
             },

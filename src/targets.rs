@@ -42,6 +42,9 @@ pub struct Kind {
     /// those are secrets.
     pub outside_vars: &'static [&'static str],
     pub outside_secrets: &'static [&'static str],
+    /// The key that chooses one machine's backups where the kind holds
+    /// several (`s3_prefix`).
+    pub machine_prefix: Option<&'static str>,
     build: fn(&Settings) -> Result<Option<Enabled>, ConfigError>,
 }
 
@@ -53,6 +56,7 @@ const fn plugin<P: TargetPlugin>() -> Kind {
         settings: P::SETTINGS,
         outside_vars: P::OUTSIDE_VARS,
         outside_secrets: P::OUTSIDE_SECRETS,
+        machine_prefix: P::MACHINE_PREFIX,
         build: build::<P>,
     }
 }
@@ -64,6 +68,14 @@ pub const KINDS: [Kind; 3] = [plugin::<Usb>(), plugin::<Rsync>(), plugin::<S3>()
 /// The kind named `name`, if there is one.
 pub fn kind(name: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.name == name)
+}
+
+/// The kinds that can hold several machines' backups, with the key that
+/// chooses one.
+pub fn shared_kinds() -> impl Iterator<Item = (&'static Kind, &'static str)> {
+    KINDS
+        .iter()
+        .filter_map(|k| k.machine_prefix.map(|key| (k, key)))
 }
 
 /// The names `--target`, `copy` and `--from` accept.

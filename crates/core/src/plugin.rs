@@ -80,6 +80,9 @@ pub trait TargetPlugin {
     /// storage can expire backups itself (S3's `bucket`, for a key that
     /// cannot delete), and what it means, for messages.
     const RETENTION_BY_STORAGE: Option<(&'static str, &'static str)> = None;
+    /// For a kind that can hold several machines' backups (each under
+    /// `mss/<server id>/`): the key that chooses one (S3's `s3_prefix`).
+    const MACHINE_PREFIX: Option<&'static str> = None;
     /// Those of [`Self::OUTSIDE_VARS`] that are secrets, never printed.
     const OUTSIDE_SECRETS: &'static [&'static str] = &[];
     /// The kind's settings, keys without the `KIND_` prefix; unknown keys

@@ -27,7 +27,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "s3_endpoint",
         value: "URL",
-        default: "AWS S3",
+        default: "the AWS S3 endpoint",
         help: "`https://…` or `http://…` of an S3-compatible server, e.g. `https://s3.eu-central-003.backblazeb2.com`",
         shown: Shown::Plain,
     },

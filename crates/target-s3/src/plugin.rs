@@ -52,6 +52,7 @@ impl TargetPlugin for S3 {
     const OUTSIDE_VARS: &'static [&'static str] = OUTSIDE_VARS;
     const RETENTION_BY_STORAGE: Option<(&'static str, &'static str)> =
         Some(("bucket", "never delete, a lifecycle rule expires them"));
+    const MACHINE_PREFIX: Option<&'static str> = Some("s3_prefix");
     const OUTSIDE_SECRETS: &'static [&'static str] = &[
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
