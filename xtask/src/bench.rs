@@ -21,6 +21,8 @@ struct Options {
     mix_mib: u64,
     /// Only the sizes by mix, no timed rounds.
     sizes_only: bool,
+    /// Only the night scenario (see `night.rs`).
+    night_only: bool,
 }
 
 /// The mixes and seeds measured by default: every named mix (see
@@ -44,6 +46,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         seeds: Vec::new(),
         mix_mib: 100,
         sizes_only: false,
+        night_only: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -61,9 +64,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 .mixes
                 .push(it.next().ok_or("--mix takes a mix name")?.clone()),
             "--sizes-only" => options.sizes_only = true,
+            "--night" => options.night_only = true,
             other => {
                 return Err(format!(
-                    "unknown bench option {other} (use --size-mib N, --rounds N, --mix NAME, --seed N, --mix-mib N, --sizes-only)"
+                    "unknown bench option {other} (use --size-mib N, --rounds N, --mix NAME, --seed N, --mix-mib N, --sizes-only, --night)"
                 ));
             }
         }
@@ -79,11 +83,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
 
 /// One measured run of a command.
 #[derive(Clone, Copy, Default)]
-struct Sample {
-    wall: f64,
-    cpu: f64,
-    rss_kib: u64,
-    size: u64,
+pub struct Sample {
+    pub wall: f64,
+    pub cpu: f64,
+    pub rss_kib: u64,
+    pub size: u64,
 }
 
 /// A command under test and how to find its output.
@@ -128,6 +132,9 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let work = target.join("bench-work");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    if options.night_only {
+        return crate::night::night(&bin, &data, &work, options.rounds);
+    }
     // Every command reads the data from the page cache, the first one of
     // the first round too: read it all once, untimed. (Through `cat`: GNU
     // tar skips reading files when it sees its archive is /dev/null.)
@@ -348,6 +355,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     );
     report("backup", &backup);
     report("read back", &read);
+    crate::night::night(&bin, &data, &work, options.rounds)?;
     let sizes = sizes_by_mix(&bin, &generator, &target, &options)?;
     report_sizes(&sizes, options.mix_mib);
     Ok(())
@@ -493,7 +501,7 @@ fn measure_rounds(cases: &mut [Case], rounds: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -540,7 +548,7 @@ fn report(title: &str, cases: &[Case]) {
 
 /// Runs `sh -c shell` and reads its wall time, CPU time and peak RSS
 /// (the largest of the shell and the processes it waited for).
-fn measure(shell: &str, env: &[(String, String)]) -> Result<Sample, String> {
+pub fn measure(shell: &str, env: &[(String, String)]) -> Result<Sample, String> {
     // Every command starts with nothing left to write, untimed: the outputs
     // of the ones before (hundreds of MB each, which tar never fsyncs) would
     // otherwise be flushed during this one's fsyncs and counted against it.

@@ -10,6 +10,7 @@
 
 mod bench;
 mod dist;
+mod night;
 mod services;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
         Some("faults") => faults(&args[1..]),
         Some("dist") => dist::dist(&args[1..]),
         _ => Err(
-            "usage: cargo xtask test [-- NEXTEST ARGS] | faults | bench [--size-mib N] [--rounds N] [--mix NAME].. [--seed N].. [--mix-mib N] [--sizes-only] | dist [--profile dev|release] [--check] [--no-build]\n  test   install and start what the tests need, check fmt and clippy, run every test, then build and check the package (from the debug binary)\n  faults the long variants of the fault matrix (tests/faults.rs)\n  bench  time and measure a backup against tar, igzip and pigz on the same data, then the archive size against tar -czf per mix and seed\n  dist   build target/dist/mss-backup_VERSION_ARCH.deb and .tar.gz (release by default); --check runs the test command's package checks; --no-build packages the binary already built"
+            "usage: cargo xtask test [-- NEXTEST ARGS] | faults | bench [--size-mib N] [--rounds N] [--mix NAME].. [--seed N].. [--mix-mib N] [--sizes-only] [--night] | dist [--profile dev|release] [--check] [--no-build]\n  test   install and start what the tests need, check fmt and clippy, run every test, then build and check the package (from the debug binary)\n  faults the long variants of the fault matrix (tests/faults.rs)\n  bench  time and measure a backup against tar, igzip and pigz on the same data, then a night (full, one new upload, nightly; against restic and rsync), then the archive size against tar -czf per mix and seed\n  dist   build target/dist/mss-backup_VERSION_ARCH.deb and .tar.gz (release by default); --check runs the test command's package checks; --no-build packages the binary already built"
                 .to_string(),
         ),
     };
