@@ -146,6 +146,7 @@ fn s3_builds_tonights_object_from_last_nights_and_sends_what_changed() {
         "the first night sends it all: {first_night} of {last_night}"
     );
     let log = fs::read_to_string(env.backup_dir.join("backup.log")).unwrap();
+    println!("the client sent {tonight_sent} bytes for a {size}-byte archive");
     assert!(
         tonight_sent * 4 < size,
         "the client sent {tonight_sent} bytes for a {size}-byte archive: {log}"
