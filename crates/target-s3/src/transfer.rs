@@ -57,16 +57,21 @@ impl S3Target {
         }
         .await;
         if sent.is_err() {
-            // Worth one bounded try: when the server is gone, the abort
-            // fails too, and waiting out its retries helps no one.
-            let aborted = tokio::time::timeout(ABORT_TIMEOUT, writer.abort()).await;
-            if !matches!(aborted, Ok(Ok(()))) {
-                // The parts stay invisible (no object under the name) until
-                // the bucket's lifecycle rule removes them.
-                tracing::warn!(target = %self.label, key, "could not abort the failed upload");
-            }
+            self.abort(&mut writer, key).await;
         }
         sent
+    }
+
+    /// Aborts a failed upload, so that nothing appears under `key`. Worth
+    /// one bounded try: when the server is gone, the abort fails too, and
+    /// waiting out its retries helps no one.
+    async fn abort(&self, writer: &mut opendal::Writer, key: &str) {
+        let aborted = tokio::time::timeout(ABORT_TIMEOUT, writer.abort()).await;
+        if !matches!(aborted, Ok(Ok(()))) {
+            // The parts stay invisible (no object under the name) until
+            // the bucket's lifecycle rule removes them.
+            tracing::warn!(target = %self.label, key, "could not abort the failed upload");
+        }
     }
 
     /// Last night's backup, here and on S3 byte for byte, as the basis of
@@ -180,10 +185,7 @@ impl S3Target {
         }
         .await;
         if sent.is_err() {
-            let aborted = tokio::time::timeout(ABORT_TIMEOUT, writer.abort()).await;
-            if !matches!(aborted, Ok(Ok(()))) {
-                tracing::warn!(target = %self.label, key, "could not abort the failed upload");
-            }
+            self.abort(&mut writer, key).await;
         }
         sent
     }
