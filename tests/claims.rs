@@ -326,3 +326,63 @@ fn the_shrink_guard_holds_the_last_good_backup_on_a_usb_stick() {
     assert!(!names.contains(&good), "{names:?}");
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+/// docs/design.md: the shrink guard holds "here and on every offsite
+/// target": the rsync remote keeps the last good backup while the data is
+/// shrunk, and lets it go once the data is back.
+#[test]
+fn the_shrink_guard_holds_the_last_good_backup_on_the_rsync_remote() {
+    let mut env = TestEnv::with_audio(4);
+    let remote = crate::support::remote::Remote::new(&mut env);
+    env.set("MSS_BACKUP_RSYNC_RETENTION", "2");
+    env.backup_ok();
+    let good = env.status()["archive"].as_str().unwrap().to_string();
+    let there = || -> Vec<String> {
+        entries(&remote.dir)
+            .into_iter()
+            .filter(|n| is_backup_name(n))
+            .collect()
+    };
+    assert_eq!(there(), std::slice::from_ref(&good));
+    let uploads = env.data_dir.join("Sounds/uploads");
+    let saved = env.root.path().join("saved-uploads");
+    fs::rename(&uploads, &saved).unwrap();
+    fs::create_dir(&uploads).unwrap();
+    for night in 0..4 {
+        env.backup_ok();
+        let names = there();
+        assert!(names.contains(&good), "night {night}: {names:?}");
+        assert!(
+            names.len() <= 3,
+            "night {night}: 2 by retention + the held one: {names:?}"
+        );
+    }
+    fs::remove_dir(&uploads).unwrap();
+    fs::rename(&saved, &uploads).unwrap();
+    env.backup_ok();
+    let names = there();
+    assert!(!names.contains(&good), "{names:?}");
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+/// docs/restore.md: "when run as root, owners are kept": files and dirs
+/// that belong to other users (MSS's container user) come back theirs.
+#[test]
+fn a_restore_as_root_gives_files_back_to_their_owners() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::new();
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the test suite runs as root");
+    let wav = wavs(&env).remove(0);
+    let dir = env.data_dir.join("Sounds/uploads");
+    std::os::unix::fs::chown(&wav, Some(4242), Some(4343)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(4244), Some(4345)).unwrap();
+    env.backup_ok();
+    // Someone takes them over: the restore must give them back.
+    std::os::unix::fs::chown(&wav, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
+    env.expect(&["restore", "all", "--yes", "--no-stop"], 0);
+    let file = fs::metadata(&wav).unwrap();
+    assert_eq!((file.uid(), file.gid()), (4242, 4343));
+    let meta = fs::metadata(&dir).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4244, 4345));
+}
