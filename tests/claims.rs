@@ -233,7 +233,7 @@ fn a_failed_start_is_exit_1_and_not_rolled_back() {
     assert!(net.join("uploads/after-the-backup.wav").is_file());
 }
 
-/// The offsite fetch runs under the lock (src/restore.rs: so no backup's
+/// The offsite fetch runs under the lock (src/commands/restore.rs: so no backup's
 /// retention can prune the copy between download and restore): while
 /// another run holds it, `restore --from usb:latest` exits 75 before
 /// downloading anything; once free, it downloads and restores.

@@ -4,7 +4,7 @@
 //!
 //! - `test`: the README's test command. Installs what the tests need,
 //!   checks formatting and lints, runs every test of the workspace.
-//! - `faults`: the long variants of the fault matrix (tests/faults.rs).
+//! - `faults`: the long variants of the fault matrix (tests/faults/).
 //! - `bench`: speed and memory against the standard tools (see bench.rs).
 //! - `dist`: the Debian package and a tarball of the same files (dist.rs).
 
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Some("faults") => faults(&args[1..]),
         Some("dist") => dist::dist(&args[1..]),
         _ => Err(
-            "usage: cargo xtask test [-- NEXTEST ARGS] | faults | bench [--size-mib N] [--rounds N] [--mix NAME].. [--seed N].. [--mix-mib N] [--sizes-only] [--night] | dist [--profile dev|release] [--check] [--no-build]\n  test   install and start what the tests need, check fmt and clippy, run every test, then build and check the package (from the debug binary)\n  faults the long variants of the fault matrix (tests/faults.rs)\n  bench  time and measure a backup against tar, igzip and pigz on the same data, then a night (full, one new upload, nightly; against restic and rsync), then the archive size against tar -czf per mix and seed\n  dist   build target/dist/mss-backup_VERSION_ARCH.deb and .tar.gz (release by default); --check runs the test command's package checks; --no-build packages the binary already built"
+            "usage: cargo xtask test [-- NEXTEST ARGS] | faults | bench [--size-mib N] [--rounds N] [--mix NAME].. [--seed N].. [--mix-mib N] [--sizes-only] [--night] | dist [--profile dev|release] [--check] [--no-build]\n  test   install and start what the tests need, check fmt and clippy, run every test, then build and check the package (from the debug binary)\n  faults the long variants of the fault matrix (tests/faults/)\n  bench  time and measure a backup against tar, igzip and pigz on the same data, then a night (full, one new upload, nightly; against restic and rsync), then the archive size against tar -czf per mix and seed\n  dist   build target/dist/mss-backup_VERSION_ARCH.deb and .tar.gz (release by default); --check runs the test command's package checks; --no-build packages the binary already built"
                 .to_string(),
         ),
     };
@@ -141,7 +141,7 @@ fn test(extra: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// What tests/faults.rs runs beside our binary: strace kills at exact
+/// What tests/faults/ runs beside our binary: strace kills at exact
 /// system calls, faketime fixes the clock, setpriv runs as nobody, mount
 /// makes small disks.
 const FAULT_TOOLS: &[&str] = &["strace", "faketime", "util-linux", "mount", "tar", "gzip"];
