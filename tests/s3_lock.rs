@@ -6,74 +6,49 @@
 //! versions the bucket kept. Each test makes a bucket of its own, and checks
 //! what is stored with curl's own SigV4 signing, not the code under test.
 
+use crate::support::rgw::{Rgw, rgw, s3_settings_without_prefix, xml_values};
+use crate::support::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::*;
-
-/// A bucket of its own on the gateway, and the VM's key.
-struct Bucket {
-    endpoint: String,
-    region: String,
-    name: String,
-    key_id: String,
-    secret: String,
-}
+/// A bucket of its own on the gateway, and the VM's key: the gateway's
+/// own helpers (curl SigV4, settings) pointed at another bucket.
+struct Bucket(Rgw);
 
 impl Bucket {
     /// A new empty bucket; `lock_days`: created with Object Lock and a
     /// default COMPLIANCE retention of that many days.
     fn new(tag: &str, lock_days: Option<u32>) -> Bucket {
-        let bucket = Bucket {
-            endpoint: service_var("MSS_TEST_S3_ENDPOINT"),
-            region: service_var("MSS_TEST_S3_REGION"),
-            name: unique(tag),
-            key_id: service_var("MSS_TEST_S3_ACCESS_KEY_ID"),
-            secret: service_var("MSS_TEST_S3_SECRET_ACCESS_KEY"),
-        };
+        let mut rgw = rgw();
+        rgw.bucket = unique(tag);
+        let bucket = Bucket(rgw);
         let mut create = vec!["-X", "PUT"];
         if lock_days.is_some() {
             create.extend(["-H", "x-amz-bucket-object-lock-enabled: true"]);
         }
         let (code, body) = bucket.curl(&create, "");
-        assert_eq!(code, 200, "creating bucket {}: {body}", bucket.name);
+        assert_eq!(code, 200, "creating bucket {}: {body}", bucket.0.bucket);
         if let Some(days) = lock_days {
             let config = format!(
                 "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>COMPLIANCE</Mode><Days>{days}</Days></DefaultRetention></Rule></ObjectLockConfiguration>"
             );
             let (code, body) =
                 bucket.curl(&["-X", "PUT", "--data-binary", &config], "?object-lock=");
-            assert_eq!(code, 200, "object lock on {}: {body}", bucket.name);
+            assert_eq!(code, 200, "object lock on {}: {body}", bucket.0.bucket);
         }
         bucket
     }
 
-    /// A SigV4-signed curl request with the VM's key; the HTTP status and
-    /// the body.
     fn curl(&self, args: &[&str], url_path: &str) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "60", "--aws-sigv4"])
-            .arg(format!("aws:amz:{}:s3", self.region))
-            .arg("--user")
-            .arg(format!("{}:{}", self.key_id, self.secret))
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-            .args(["-w", "\n%{http_code}"])
-            .args(args)
-            .arg(format!("{}/{}{url_path}", self.endpoint, self.name))
-            .output()
-            .expect("curl must be installed (cargo xtask test installs it)");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        self.0.curl(args, url_path)
     }
 
     /// A policy denying every principal, the owner included, any delete.
     fn deny_deletes(&self) {
         let policy = format!(
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Deny","Principal":{{"AWS":["*"]}},"Action":["s3:DeleteObject","s3:DeleteObjectVersion"],"Resource":["arn:aws:s3:::{}/*"]}}]}}"#,
-            self.name
+            self.0.bucket
         );
         let (code, body) = self.curl(&["-X", "PUT", "--data-binary", &policy], "?policy=");
         assert!(code == 200 || code == 204, "bucket policy: {code} {body}");
@@ -114,15 +89,7 @@ impl Bucket {
     /// The S3 settings with this bucket and the VM's key, no prefix (the
     /// default `mss/<server id>/`).
     fn settings(&self, env: &mut TestEnv) {
-        for (key, value) in [
-            ("MSS_BACKUP_S3_BUCKET", self.name.as_str()),
-            ("MSS_BACKUP_S3_ENDPOINT", self.endpoint.as_str()),
-            ("MSS_BACKUP_S3_REGION", self.region.as_str()),
-            ("MSS_BACKUP_S3_ACCESS_KEY_ID", self.key_id.as_str()),
-            ("MSS_BACKUP_S3_SECRET_ACCESS_KEY", self.secret.as_str()),
-        ] {
-            env.set(key, value);
-        }
+        s3_settings_without_prefix(&self.0, env);
     }
 }
 
@@ -133,26 +100,9 @@ fn vm_list(bucket: &Bucket) -> std::process::Output {
     vm.expect(&["list", "--target", "s3"], 0)
 }
 
-/// Every `<tag>value</tag>` in an XML answer.
-fn xml_values(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|rest| rest.split(&close).next())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The status entry of the S3 target.
 fn s3_entry(status: &serde_json::Value) -> serde_json::Value {
-    status["targets"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .find(|t| t["name"].as_str().is_some_and(|n| n.starts_with("s3://")))
-        .unwrap_or_else(|| panic!("no s3 entry in {status}"))
-        .clone()
+    target(status, "s3://").clone()
 }
 
 fn warnings(status: &serde_json::Value) -> Vec<String> {

@@ -47,7 +47,7 @@ fn encode(value: &str) -> String {
 }
 
 /// Every `<tag>value</tag>` in an XML answer.
-fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
     xml.split(&open)
@@ -221,11 +221,8 @@ pub fn own_bucket(tag: &str) -> Rgw {
 
 /// The S3 settings of `rgw`, without a prefix: the default mss/<server id>/.
 pub fn s3_settings_without_prefix(rgw: &Rgw, env: &mut TestEnv) {
-    for (key, value) in s3_env(rgw, "x/").vars {
-        if key.starts_with("MSS_BACKUP_S3_") && key != "MSS_BACKUP_S3_PREFIX" {
-            env.set(&key, &value);
-        }
-    }
+    s3_vars(rgw, "", env);
+    env.unset("MSS_BACKUP_S3_PREFIX");
 }
 
 /// The server id in `env`'s cloud-data, which names its default prefix.
