@@ -34,13 +34,7 @@ impl S3Target {
         progress: &dyn Progress,
     ) -> Result<(), Failure> {
         let mut input = File::open(file).map_err(local(format!("opening {}", file.display())))?;
-        let mut writer = self
-            .operator
-            .writer_with(key)
-            .chunk(PART_SIZE)
-            .concurrent(CONCURRENT_PARTS)
-            .user_metadata([(SHA256_METADATA.to_string(), sha256.to_string())])
-            .await?;
+        let mut writer = self.writer(key, sha256, Some(PART_SIZE)).await?;
         let sent = async {
             loop {
                 let part =
@@ -60,6 +54,26 @@ impl S3Target {
             self.abort(&mut writer, key).await;
         }
         sent
+    }
+
+    /// A multipart upload to `key` that carries the archive's sha256 in its
+    /// metadata, in parts of `part` bytes, or of the server's minimum and
+    /// up (`None`).
+    async fn writer(
+        &self,
+        key: &str,
+        sha256: &str,
+        part: Option<usize>,
+    ) -> Result<opendal::Writer, Failure> {
+        let mut writer = self
+            .operator
+            .writer_with(key)
+            .concurrent(CONCURRENT_PARTS)
+            .user_metadata([(SHA256_METADATA.to_string(), sha256.to_string())]);
+        if let Some(part) = part {
+            writer = writer.chunk(part);
+        }
+        Ok(writer.await?)
     }
 
     /// Aborts a failed upload, so that nothing appears under `key`. Worth
@@ -140,12 +154,7 @@ impl S3Target {
         // and streams only what fills a part up to the minimum (5 MiB) where
         // new bytes meet a copied run; a fixed size would also stream every
         // run's tail.
-        let mut writer = self
-            .operator
-            .writer_with(key)
-            .concurrent(CONCURRENT_PARTS)
-            .user_metadata([(SHA256_METADATA.to_string(), sha256.to_string())])
-            .await?;
+        let mut writer = self.writer(key, sha256, None).await?;
         let sent = async {
             for piece in &delta.pieces {
                 mss_backup_core::interrupt::check()
