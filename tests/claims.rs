@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::support::hooks::Service;
-use crate::support::stick::Stick;
+use crate::support::stick::{Stick, backups_in};
 use crate::support::tree::{assert_same_tree, tree};
 use crate::support::*;
 
@@ -296,71 +296,44 @@ fn the_shrink_guard_holds_the_last_good_backup_on_a_usb_stick() {
     let stick = Stick::tmpfs("256m");
     env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
     env.set("MSS_BACKUP_USB_RETENTION", "2");
-    env.backup_ok();
-    let good = env.status()["archive"].as_str().unwrap().to_string();
-    let on_stick = || -> Vec<String> {
-        entries(&stick.backups())
-            .into_iter()
-            .filter(|n| is_backup_name(n))
-            .collect()
-    };
-    assert_eq!(on_stick(), std::slice::from_ref(&good));
-    let uploads = env.data_dir.join("Sounds/uploads");
-    let saved = env.root.path().join("saved-uploads");
-    fs::rename(&uploads, &saved).unwrap();
-    fs::create_dir(&uploads).unwrap();
-    for night in 0..4 {
-        env.backup_ok();
-        let names = on_stick();
-        assert!(names.contains(&good), "night {night}: {names:?}");
-        assert!(
-            names.len() <= 3,
-            "night {night}: 2 by retention + the held one: {names:?}"
-        );
-    }
-    assert_eq!(on_stick().len(), 3);
-    fs::remove_dir(&uploads).unwrap();
-    fs::rename(&saved, &uploads).unwrap();
-    env.backup_ok();
-    let names = on_stick();
-    assert!(!names.contains(&good), "{names:?}");
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_shrink_guard_holds(&env, &stick.backups());
 }
 
-/// docs/design.md: the shrink guard holds "here and on every offsite
-/// target": the rsync remote keeps the last good backup while the data is
-/// shrunk, and lets it go once the data is back.
+/// The same on the rsync remote, through the real sshd.
 #[test]
 fn the_shrink_guard_holds_the_last_good_backup_on_the_rsync_remote() {
     let mut env = TestEnv::with_audio(4);
     let remote = crate::support::remote::Remote::new(&mut env);
     env.set("MSS_BACKUP_RSYNC_RETENTION", "2");
+    assert_shrink_guard_holds(&env, &remote.dir);
+}
+
+/// With an offsite target of retention 2 whose backups land in `there`:
+/// four nights of emptied uploads keep the last good backup there beside
+/// the two newest; the night the uploads are back lets it go.
+fn assert_shrink_guard_holds(env: &TestEnv, there: &Path) {
     env.backup_ok();
     let good = env.status()["archive"].as_str().unwrap().to_string();
-    let there = || -> Vec<String> {
-        entries(&remote.dir)
-            .into_iter()
-            .filter(|n| is_backup_name(n))
-            .collect()
-    };
-    assert_eq!(there(), std::slice::from_ref(&good));
+    let listed = || backups_in(there);
+    assert_eq!(listed(), std::slice::from_ref(&good));
     let uploads = env.data_dir.join("Sounds/uploads");
     let saved = env.root.path().join("saved-uploads");
     fs::rename(&uploads, &saved).unwrap();
     fs::create_dir(&uploads).unwrap();
     for night in 0..4 {
         env.backup_ok();
-        let names = there();
+        let names = listed();
         assert!(names.contains(&good), "night {night}: {names:?}");
         assert!(
             names.len() <= 3,
             "night {night}: 2 by retention + the held one: {names:?}"
         );
     }
+    assert_eq!(listed().len(), 3);
     fs::remove_dir(&uploads).unwrap();
     fs::rename(&saved, &uploads).unwrap();
     env.backup_ok();
-    let names = there();
+    let names = listed();
     assert!(!names.contains(&good), "{names:?}");
     assert_eq!(names.len(), 2, "{names:?}");
 }
