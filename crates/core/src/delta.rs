@@ -52,10 +52,11 @@ struct Cut {
 
 /// The pieces of `tonight` in terms of `last_night`.
 pub fn plan(last_night: &Path, tonight: &Path) -> io::Result<Delta> {
-    let (old, basis_sha256) = cuts(last_night)?;
+    let (old, basis_sha256) = cuts(last_night, true)?;
     let known: HashMap<([u8; 32], u64), u64> =
         old.iter().map(|c| ((c.hash, c.len), c.offset)).collect();
-    let (new, _) = cuts(tonight)?;
+    // Tonight's sha256 is known already (its sidecar): not hashed again.
+    let (new, _) = cuts(tonight, false)?;
     let mut pieces: Vec<Piece> = Vec::new();
     let (mut copied, mut sent) = (0, 0);
     for cut in new {
@@ -103,12 +104,12 @@ pub fn plan(last_night: &Path, tonight: &Path) -> io::Result<Delta> {
     })
 }
 
-/// `path` cut at each member start, each piece hashed; and the whole
-/// file's sha256.
-fn cuts(path: &Path) -> io::Result<(Vec<Cut>, String)> {
+/// `path` cut at each member start, each piece hashed; and, with `whole`,
+/// the whole file's sha256 (else an empty string).
+fn cuts(path: &Path, hash_whole: bool) -> io::Result<(Vec<Cut>, String)> {
     let mut file = File::open(path)?;
     let finder = memchr::memmem::Finder::new(MEMBER_START);
-    let mut whole = Sha256::new();
+    let mut whole = hash_whole.then(Sha256::new);
     let mut piece = Sha256::new();
     let mut cuts = Vec::new();
     // `buf` holds bytes not yet hashed; `base` is the offset of buf[0].
@@ -137,7 +138,9 @@ fn cuts(path: &Path) -> io::Result<(Vec<Cut>, String)> {
                 continue;
             }
             piece.update(&buf[fed..at]);
-            whole.update(&buf[fed..at]);
+            if let Some(whole) = &mut whole {
+                whole.update(&buf[fed..at]);
+            }
             cuts.push(Cut {
                 offset: piece_start,
                 len: offset - piece_start,
@@ -147,7 +150,9 @@ fn cuts(path: &Path) -> io::Result<(Vec<Cut>, String)> {
             fed = at;
         }
         piece.update(&buf[fed..limit]);
-        whole.update(&buf[fed..limit]);
+        if let Some(whole) = &mut whole {
+            whole.update(&buf[fed..limit]);
+        }
         buf.drain(..limit);
         base += limit as u64;
         if end {
@@ -161,7 +166,7 @@ fn cuts(path: &Path) -> io::Result<(Vec<Cut>, String)> {
             hash: piece.finalize().into(),
         });
     }
-    Ok((cuts, hex(&whole.finalize())))
+    Ok((cuts, whole.map(|w| hex(&w.finalize())).unwrap_or_default()))
 }
 
 fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
