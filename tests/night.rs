@@ -165,4 +165,37 @@ fn s3_builds_tonights_object_from_last_nights_and_sends_what_changed() {
         rgw.header(&format!("{prefix}{tonight}"), "x-amz-meta-sha256"),
         sha
     );
+    assert!(
+        log.contains(&format!(
+            "{}: sent in full: no earlier backup there",
+            archives[0]
+        )),
+        "the first night says why it sent everything: {log}"
+    );
+
+    // A new VM, or last night's archive deleted here: nothing to compare
+    // with, so the next night goes in full and says so, and is whole.
+    fs::remove_file(&local).unwrap();
+    fs::remove_file(env.archive_dir().join(format!("{tonight}.sha256"))).unwrap();
+    let before = proxy.forwarded();
+    env.backup_ok();
+    let third = env.archives().pop().unwrap();
+    let third_size = fs::metadata(env.archive_dir().join(&third)).unwrap().len();
+    assert!(
+        proxy.forwarded() - before > third_size,
+        "with no basis here the whole archive is sent"
+    );
+    let log = fs::read_to_string(env.backup_dir.join("backup.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "{third}: sent in full: {tonight} is no longer here"
+        )),
+        "{log}"
+    );
+    let fetched = env.root.path().join("third.tar.gz");
+    rgw.download(&format!("{prefix}{third}"), &fetched);
+    assert_eq!(
+        fs::read(&fetched).unwrap(),
+        fs::read(env.archive_dir().join(&third)).unwrap()
+    );
 }
