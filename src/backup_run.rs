@@ -11,6 +11,7 @@ use mss_backup_core::RetentionPolicy;
 use mss_backup_core::Target;
 use mss_backup_core::backup::{self, Destination, Plan};
 use mss_backup_core::lock::LockError;
+use mss_backup_core::reuse::{DEFAULT_FULL_EVERY, FullPolicy};
 use mss_backup_core::status::{self, Outcome, RunStatus};
 use mss_backup_target_local::local;
 
@@ -35,6 +36,13 @@ pub fn plan(settings: &Settings) -> Result<Plan, ConfigError> {
         gz: Default::default(),
         shrink_guard,
         encryption: crate::crypt::encryption(settings)?,
+        full: FullPolicy {
+            now: false,
+            every: match settings.raw("full_every")? {
+                Some(raw) => config::parse_full_every(&raw.value, &raw.what)?,
+                None => DEFAULT_FULL_EVERY,
+            },
+        },
     })
 }
 
@@ -153,6 +161,19 @@ fn print_summary(plan: &Plan, report: &RunStatus) {
                 .as_deref()
                 .unwrap_or("unknown error (see backup.log)")
         ),
+    }
+    if report.archive.is_some()
+        && let Some(made) = &report.reuse
+    {
+        match (&made.full, &made.reused_from) {
+            (Some(why), _) => eprintln!("  {why}"),
+            (None, Some(from)) => eprintln!(
+                "  {} unchanged files ({}) copied compressed from {from}",
+                made.reused_files,
+                human_bytes(made.reused_bytes)
+            ),
+            (None, None) => {}
+        }
     }
     for target in &report.targets {
         if only_offsite_failed && target.status == Outcome::Failure {

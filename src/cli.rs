@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "mss-backup",
     version,
+    args_conflicts_with_subcommands = true,
     about = "Back up MSS (cloud-data/) into one checksummed tar.gz, safely while MSS runs.",
     long_about = "Back up MSS (cloud-data/) into one checksummed tar.gz, safely while MSS runs.\n\n\
         With no command, makes one backup now. Settings come from MSS_BACKUP_* environment \
@@ -17,6 +18,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
+    /// With no command: read and compress every file again (see `backup --full`).
+    #[arg(long)]
+    pub full: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -50,6 +54,11 @@ pub enum Command {
         /// Print the status document (last_backup.json) on stdout.
         #[arg(long)]
         json: bool,
+        /// Read and compress every file again, instead of copying the
+        /// compressed bytes of files unchanged since the previous backup
+        /// (a full backup also comes every MSS_BACKUP_FULL_EVERY, 7d).
+        #[arg(long)]
+        full: bool,
     },
     /// List backups on disk (or on an offsite target), newest first.
     List {

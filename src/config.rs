@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
@@ -445,6 +446,19 @@ pub fn parse_shrink_guard(value: &str, what: &str) -> Result<Option<f64>, Config
     }
 }
 
+/// `MSS_BACKUP_FULL_EVERY`: a duration (`7d`, `36h`), or `0` for a full
+/// backup every time.
+pub fn parse_full_every(value: &str, what: &str) -> Result<Duration, ConfigError> {
+    if value.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(value).ok_or_else(|| {
+        ConfigError(format!(
+            "{what} is not valid: use a duration like 7d or 36h, or 0 for a full backup every time (unset it for the default 7d)"
+        ))
+    })
+}
+
 /// The retention count: a whole number of at least 1.
 pub fn parse_retention(value: &str, what: &str) -> Result<usize, ConfigError> {
     match value.trim().parse::<usize>() {
@@ -653,6 +667,23 @@ mod tests {
         }
         assert_eq!(env_file_line("K", "two\nlines"), None);
         assert_eq!(parse_env_file("# comment\n\nNOT A LINE"), Err(3));
+    }
+
+    #[test]
+    fn full_every_takes_durations_and_zero() {
+        assert_eq!(
+            parse_full_every("7d", "x").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_full_every("0", "x").unwrap(), Duration::ZERO);
+        for bad in ["7", "weekly", "-1d", ""] {
+            let err = parse_full_every(bad, "MSS_BACKUP_FULL_EVERY=v").unwrap_err();
+            assert!(
+                err.0
+                    .starts_with("MSS_BACKUP_FULL_EVERY=v is not valid: use a duration"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -48,6 +48,13 @@ const GENERAL: &[Setting] = &[
         shown: Shown::Plain,
     },
     Setting {
+        key: "full_every",
+        value: "DURATION|0",
+        default: "7d",
+        help: "a backup reads and compresses every file again when the last full one is this old (`0`: every backup); in between, files unchanged since the previous backup are copied from it still compressed. `mss-backup --full` asks for one now",
+        shown: Shown::Plain,
+    },
+    Setting {
         key: "allow_other_owner",
         value: "true|false",
         default: "false",

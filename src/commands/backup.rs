@@ -11,10 +11,11 @@ use crate::backup_run::{backup_with, plan};
 use crate::config::{ConfigError, Settings, parse_duration};
 use crate::monitor::Monitor;
 
-pub fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
+pub fn run(settings: &Settings, json: bool, full: bool) -> Result<ExitCode> {
     let offsite = crate::targets::offsite(settings)?;
     let wait = network_wait(settings)?;
-    let plan = plan(settings)?;
+    let mut plan = plan(settings)?;
+    plan.full.now = full;
     let monitor = Monitor::from_settings(settings)?;
     crate::guard::check_backup_dir_owner(settings)?;
     backup_with(&plan, &offsite, wait, &monitor, json)

@@ -48,6 +48,7 @@ pub fn run(audio_mib: u64) -> Result<ExitCode> {
         gz: Default::default(),
         shrink_guard: Some(config::DEFAULT_SHRINK_GUARD),
         encryption: None,
+        full: Default::default(),
     };
     let code = backup_with(&plan, &[], Duration::ZERO, &Monitor::none(), false)?;
     if code != ExitCode::SUCCESS {

@@ -25,7 +25,10 @@ use crate::config::{Overrides, Settings};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     crate::progress::set_quiet(cli.global.quiet);
-    let command = cli.command.unwrap_or(Command::Backup { json: false });
+    let command = cli.command.unwrap_or(Command::Backup {
+        json: false,
+        full: cli.full,
+    });
     // The commands that need no settings (a broken config file must not
     // stop the demo, the man page or `doctor`, which reports it).
     match command {
@@ -49,7 +52,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let settings = load_settings(&cli.global)?;
     match command {
-        Command::Backup { json } => backup::run(&settings, json),
+        Command::Backup { json, full } => backup::run(&settings, json, full),
         Command::List { json, target } => list::run(&settings, &target, json),
         Command::Status {
             json,

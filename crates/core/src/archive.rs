@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::gz::{Content, GzOptions, ParallelGz};
 use crate::manifest::{self, CrcWriter, HashingReader, HashingWriter, MANIFEST_PATH};
+use crate::reuse::{Basis, Identity, IndexedFile, Member};
 
 /// The database's path inside the archive (and inside `cloud-data/`).
 pub const DB_PATH: &str = "data/sound_machine.db";
@@ -249,6 +250,26 @@ pub struct Written {
     pub files: u64,
     pub warnings: Vec<String>,
     pub sections: BTreeMap<Section, SectionStats>,
+    /// Where each file with members of its own lies, for the next run's
+    /// reuse (see [`crate::reuse`]).
+    pub indexed: Vec<IndexedFile>,
+    /// Files whose members were copied from the previous archive, and
+    /// their bytes.
+    pub reused_files: u64,
+    pub reused_bytes: u64,
+}
+
+/// A file with members of its own, until the archive is finished and its
+/// members' places are known.
+struct Pending {
+    path: String,
+    identity: Identity,
+    sha256: String,
+    /// Its units in the gzip writer (members, or one copied run).
+    first: u64,
+    end: u64,
+    /// The members it was copied as, in the previous archive.
+    copied: Option<Vec<Member>>,
 }
 
 /// Streams tar members through the parallel gzip writer into `W`, hashing
@@ -264,6 +285,13 @@ pub struct ArchiveWriter<W: Write> {
     /// The last entry had gzip members of its own, so the next one starts
     /// a new member.
     after_own_member: bool,
+    /// The previous archive, where unchanged files' members come from.
+    basis: Option<Basis>,
+    pending: Vec<Pending>,
+    /// The pending file whose last unit is not known yet.
+    open_own: Option<usize>,
+    reused_files: u64,
+    reused_bytes: u64,
 }
 
 /// A file at least this big starts a gzip member of its own and ends it
@@ -296,7 +324,19 @@ impl<W: Write> ArchiveWriter<W> {
             warnings: Vec::new(),
             names: HashSet::new(),
             after_own_member: false,
+            basis: None,
+            pending: Vec::new(),
+            open_own: None,
+            reused_files: 0,
+            reused_bytes: 0,
         }
+    }
+
+    /// Copies the members of files unchanged since `basis` was made from it
+    /// instead of compressing them again.
+    pub fn reuse_from(mut self, basis: Basis) -> Self {
+        self.basis = Some(basis);
+        self
     }
 
     /// Decides, before `rel`'s header is written, whether it starts a gzip
@@ -308,10 +348,11 @@ impl<W: Write> ArchiveWriter<W> {
             own || self.after_own_member || path_hash(rel).is_multiple_of(GROUP_ANCHOR_EVERY);
         self.after_own_member = own;
         if anchor {
-            self.tar
-                .get_mut()
-                .end_member()
-                .map_err(ArchiveError::Write)?;
+            let gz = self.tar.get_mut();
+            gz.end_member().map_err(ArchiveError::Write)?;
+            if let Some(open) = self.open_own.take() {
+                self.pending[open].end = gz.units();
+            }
         }
         Ok(())
     }
@@ -409,7 +450,37 @@ impl<W: Write> ArchiveWriter<W> {
             .get_mut()
             .set_content(section.content())
             .map_err(ArchiveError::Write)?;
-        self.member_boundary(rel, size >= OWN_MEMBER_MIN)?;
+        let own = size >= OWN_MEMBER_MIN;
+        self.member_boundary(rel, own)?;
+        let identity = Identity::of(&before);
+        // The database goes in as a snapshot with the live file's metadata:
+        // never the same bytes twice, never reused.
+        let unchanged = own && section != Section::Database && Identity::of(meta) == identity;
+        if let Some(reusable) = self
+            .basis
+            .as_ref()
+            .filter(|_| unchanged)
+            .and_then(|basis| basis.take(rel, &identity))
+        {
+            let gz = self.tar.get_mut();
+            let first = gz.units();
+            gz.copy_members(reusable.file, reusable.offset, reusable.len)
+                .map_err(ArchiveError::Write)?;
+            self.pending.push(Pending {
+                path: rel.to_string(),
+                identity,
+                sha256: reusable.sha256.clone(),
+                first,
+                end: first + 1,
+                copied: Some(reusable.members),
+            });
+            self.reused_files += 1;
+            self.reused_bytes += size;
+            self.record(section, rel, &reusable.sha256, size);
+            return Ok(());
+        }
+        let read_at = std::time::SystemTime::now();
+        let first_unit = self.tar.get_mut().units();
         let mut reader = HashingReader::new(ExactReader::new(file, size));
         let appended = self.tar.append_data(
             &mut header,
@@ -421,14 +492,31 @@ impl<W: Write> ArchiveWriter<W> {
             return Err(read_err(e));
         }
         appended.map_err(ArchiveError::Write)?;
+        let mut steady = false;
         if exact.short {
             self.warn(format!(
                 "{rel} shrank while being read; the missing tail was archived as zeros"
             ));
         } else if changed_since(disk, size, &before) {
             self.warn(format!("{rel} changed while being read"));
+        } else {
+            steady = true;
         }
         let (hash, _) = reader.finish();
+        // Indexed for the next run only if what was archived is what the
+        // identity describes: read whole and unchanged, and not so recently
+        // changed that a write could hide in the same timestamp.
+        if unchanged && steady && !identity.is_recent(read_at) {
+            self.open_own = Some(self.pending.len());
+            self.pending.push(Pending {
+                path: rel.to_string(),
+                identity,
+                sha256: hash.clone(),
+                first: first_unit,
+                end: first_unit,
+                copied: None,
+            });
+        }
         self.record(section, rel, &hash, size);
         Ok(())
     }
@@ -471,6 +559,11 @@ impl<W: Write> ArchiveWriter<W> {
     /// and returns the output writer with the archive's facts.
     pub fn finish(mut self) -> Result<(W, Written), ArchiveError> {
         self.claim(MANIFEST_PATH)?;
+        // A file with members of its own ends its last one before the
+        // manifest (a real run always has the inventory in between).
+        if self.after_own_member {
+            self.member_boundary(MANIFEST_PATH, false)?;
+        }
         let manifest = std::mem::take(&mut self.manifest);
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
@@ -481,7 +574,8 @@ impl<W: Write> ArchiveWriter<W> {
             .append_data(&mut header, MANIFEST_PATH, manifest.as_bytes())
             .map_err(ArchiveError::Write)?;
         let gz = self.tar.into_inner().map_err(ArchiveError::Write)?;
-        let hashing = gz.finish().map_err(ArchiveError::Write)?;
+        let (hashing, spans) = gz.finish_with_spans().map_err(ArchiveError::Write)?;
+        let indexed = index_entries(std::mem::take(&mut self.pending), &spans);
         let (crc, sha256, size) = hashing.finish();
         let (out, crc32) = crc.finish();
         Ok((
@@ -493,9 +587,55 @@ impl<W: Write> ArchiveWriter<W> {
                 files: self.files,
                 warnings: self.warnings,
                 sections: self.sections,
+                indexed,
+                reused_files: self.reused_files,
+                reused_bytes: self.reused_bytes,
             },
         ))
     }
+}
+
+/// Each pending file with the places of its members in this archive: the
+/// members compressed here, or the copied ones moved to where the copy
+/// went. A file whose units are not all known is left out.
+fn index_entries(pending: Vec<Pending>, spans: &[crate::gz::Span]) -> Vec<IndexedFile> {
+    let unit = |seq: u64| usize::try_from(seq).ok().and_then(|i| spans.get(i));
+    pending
+        .into_iter()
+        .filter_map(|p| {
+            let members = match p.copied {
+                Some(copied) => {
+                    let to = unit(p.first)?.offset;
+                    let from = copied.first()?.offset;
+                    copied
+                        .into_iter()
+                        .map(|m| Member {
+                            offset: m.offset - from + to,
+                            ..m
+                        })
+                        .collect()
+                }
+                None => (p.first..p.end)
+                    .map(|seq| {
+                        let span = unit(seq)?;
+                        let (crc32, isize) = span.trailer?;
+                        Some(Member {
+                            offset: span.offset,
+                            len: span.len,
+                            crc32,
+                            isize,
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+            };
+            (!members.is_empty()).then_some(IndexedFile {
+                path: p.path,
+                identity: p.identity,
+                sha256: p.sha256,
+                members,
+            })
+        })
+        .collect()
 }
 
 fn header_for(meta: &Metadata) -> tar::Header {

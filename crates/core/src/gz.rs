@@ -102,6 +102,28 @@ struct Job {
 
 type Done = (u64, Vec<u8>, io::Result<Vec<u8>>);
 
+/// Where one unit of the output went: a member compressed here, or a run
+/// of bytes copied in whole ([`ParallelGz::copy_members`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Offset in the output.
+    pub offset: u64,
+    pub len: u64,
+    /// The member's trailer (CRC-32 and size of what it decodes to), for a
+    /// member compressed here; `None` for a copied run.
+    pub trailer: Option<(u32, u32)>,
+}
+
+/// What is next in output order: a member, or a run to copy from a file.
+enum Ready {
+    Member(Vec<u8>),
+    Copy {
+        from: std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
 /// Parallel multi-member gzip writer over `W`. Call [`ParallelGz::finish`]:
 /// dropping it discards what is still in flight (the workers see the job
 /// channel close and exit on their own).
@@ -116,8 +138,11 @@ pub struct ParallelGz<W: Write> {
     workers: Vec<JoinHandle<()>>,
     next_seq: u64,
     next_write: u64,
-    ready: BTreeMap<u64, Vec<u8>>,
+    ready: BTreeMap<u64, Ready>,
     spare: Vec<Vec<u8>>,
+    /// One per unit written, in order.
+    spans: Vec<Span>,
+    written: u64,
 }
 
 impl<W: Write> ParallelGz<W> {
@@ -147,7 +172,32 @@ impl<W: Write> ParallelGz<W> {
             next_write: 0,
             ready: BTreeMap::new(),
             spare: Vec::new(),
+            spans: Vec::new(),
+            written: 0,
         }
+    }
+
+    /// How many units (members, copied runs) have been started: after
+    /// [`ParallelGz::end_member`], the index of the next one.
+    pub fn units(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Ends the current member and puts `len` bytes of `from` at `offset`
+    /// next in the output, as they are: gzip members made by an earlier
+    /// run (see [`crate::reuse`]), which the caller has checked. They are
+    /// copied when their turn comes, a block at a time.
+    pub fn copy_members(
+        &mut self,
+        from: std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        self.dispatch()?;
+        self.ready
+            .insert(self.next_seq, Ready::Copy { from, offset, len });
+        self.next_seq += 1;
+        self.write_ready()
     }
 
     /// Declares what the following bytes are. A change of kind ends the
@@ -169,9 +219,15 @@ impl<W: Write> ParallelGz<W> {
 
     /// Compresses what is buffered, writes every member in order, and
     /// returns the inner writer (flushed).
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_with_spans().map(|(inner, _)| inner)
+    }
+
+    /// [`ParallelGz::finish`], with where each unit went.
+    pub fn finish_with_spans(mut self) -> io::Result<(W, Vec<Span>)> {
         self.dispatch()?;
         self.jobs = None;
+        self.write_ready()?;
         while self.next_write < self.next_seq {
             self.receive(true)?;
         }
@@ -179,7 +235,7 @@ impl<W: Write> ParallelGz<W> {
             let _ = worker.join();
         }
         self.inner.flush()?;
-        Ok(self.inner)
+        Ok((self.inner, self.spans))
     }
 
     fn dispatch(&mut self) -> io::Result<()> {
@@ -220,13 +276,76 @@ impl<W: Write> ParallelGz<W> {
         };
         input.clear();
         self.spare.push(input);
-        self.ready.insert(seq, output?);
-        while let Some(member) = self.ready.remove(&self.next_write) {
-            self.inner.write_all(&member)?;
-            self.next_write += 1;
-        }
+        self.ready.insert(seq, Ready::Member(output?));
+        self.write_ready()?;
         Ok(true)
     }
+
+    /// Writes every unit that is next in order.
+    fn write_ready(&mut self) -> io::Result<()> {
+        while let Some(unit) = self.ready.remove(&self.next_write) {
+            let (len, trailer) = match unit {
+                Ready::Member(member) => {
+                    self.inner.write_all(&member)?;
+                    (member.len() as u64, trailer(&member))
+                }
+                Ready::Copy { from, offset, len } => {
+                    copy_range(&from, offset, len, &mut self.inner)?;
+                    (len, None)
+                }
+            };
+            self.spans.push(Span {
+                offset: self.written,
+                len,
+                trailer,
+            });
+            self.written += len;
+            self.next_write += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The CRC-32 and size a gzip member ends with.
+fn trailer(member: &[u8]) -> Option<(u32, u32)> {
+    let tail: &[u8; 8] = member
+        .get(member.len().checked_sub(8)?..)?
+        .try_into()
+        .ok()?;
+    let [c0, c1, c2, c3, s0, s1, s2, s3] = *tail;
+    Some((
+        u32::from_le_bytes([c0, c1, c2, c3]),
+        u32::from_le_bytes([s0, s1, s2, s3]),
+    ))
+}
+
+/// Copies `len` bytes of `from` at `offset` into `out`; a file shorter
+/// than that is an error, never a short copy.
+fn copy_range(from: &std::fs::File, offset: u64, len: u64, out: &mut impl Write) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![
+        0u8;
+        (1 << 20)
+            .min(usize::try_from(len).unwrap_or(usize::MAX))
+            .max(1)
+    ];
+    let mut done = 0u64;
+    while done < len {
+        crate::interrupt::check()?;
+        let want = buf
+            .len()
+            .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+        let n = from.read_at(&mut buf[..want], offset + done)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the previous archive ended before the members copied from it",
+            ));
+        }
+        out.write_all(&buf[..n])?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 impl<W: Write> Write for ParallelGz<W> {

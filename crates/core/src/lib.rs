@@ -23,6 +23,7 @@ pub mod plugin;
 pub mod progress;
 pub mod restore;
 pub mod retention;
+pub mod reuse;
 pub mod seal;
 pub mod setting;
 pub mod snapshot;

@@ -63,6 +63,10 @@ pub struct RunStatus {
     /// by; `None` when nothing was encrypted.
     #[serde(default)]
     pub encrypted_for: Option<usize>,
+    /// Whether the archive was made in full (and why) or with unchanged
+    /// files' members copied from the previous backup.
+    #[serde(default)]
+    pub reuse: Option<crate::reuse::Made>,
     pub version: String,
     pub host: String,
 }

@@ -239,7 +239,13 @@ impl Target for DirTarget {
         // never listed (only archives are) and removed by the next run. The
         // other order would leave a lone archive that nothing ever lists,
         // keeps or deletes again.
-        for file in [name.file_name(), name.sidecar_name()] {
+        // The member index of a local backup goes with it (see
+        // `mss_backup_core::reuse`); elsewhere there is none.
+        for file in [
+            name.file_name(),
+            name.sidecar_name(),
+            mss_backup_core::reuse::index_name(name),
+        ] {
             match fs::remove_file(self.dir.join(&file)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

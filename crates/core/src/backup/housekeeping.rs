@@ -235,6 +235,8 @@ pub(super) fn remove_leftovers(plan: &Plan) -> Result<(), BackupError> {
     let archive_dir = plan.archive_dir();
     for (dir, prefix) in [
         (&archive_dir, ".mss-backup-"),
+        // A member index's temp file, `.` + `.NAME.index` + `.tmp-PID`.
+        (&archive_dir, "..mss-backup-"),
         (&plan.backup_dir, ".staging-"),
         (&plan.backup_dir, OPENED_PREFIX),
     ] {
@@ -246,6 +248,15 @@ pub(super) fn remove_leftovers(plan: &Plan) -> Result<(), BackupError> {
                 continue;
             };
             if prefix == OPENED_PREFIX && rest.parse().is_ok_and(process_is_alive) {
+                continue;
+            }
+            // A member index stays as long as its archive does.
+            if let Some(archive) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(crate::reuse::INDEX_SUFFIX))
+                .filter(|a| ArtifactName::parse(a).is_some())
+                && archive_dir.join(archive).exists()
+            {
                 continue;
             }
             let path = entry.path();

@@ -10,7 +10,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{Local, SecondsFormat};
 
@@ -24,6 +24,7 @@ use crate::manifest;
 use crate::name::ArtifactName;
 use crate::progress::{NoProgress, OffsetWatch, Phase, Progress};
 use crate::retention::{self, RetentionPolicy};
+use crate::reuse::{self, FullPolicy, Made};
 use crate::seal;
 use crate::snapshot;
 use crate::status::{
@@ -55,6 +56,9 @@ pub struct Plan {
     pub shrink_guard: Option<f64>,
     /// Encrypt what leaves the machine with age; `None`: plain copies.
     pub encryption: Option<Encryption>,
+    /// When every file is read and compressed again, instead of copying
+    /// unchanged files' members from the previous backup.
+    pub full: FullPolicy,
 }
 
 /// Encryption of the offsite copies (and optionally the local one).
@@ -253,11 +257,18 @@ pub fn run_with(
         version: env!("CARGO_PKG_VERSION").to_string(),
         host: status::host_name(),
         encrypted_for: None,
+        reuse: None,
     };
     // The keys are read before the archive is made, and the encryption runs
     // beside the post-write check; a bad key fails the offsite copies only.
     let (job, sealing) = sealing(plan, offsite);
-    match make_artifact(plan, &mut report.warnings, hooks.progress, job) {
+    match make_artifact(
+        plan,
+        &mut report.warnings,
+        hooks.progress,
+        job,
+        &mut report.reuse,
+    ) {
         Ok((plain, files, sealed)) => {
             let sealed = match sealing {
                 Sealing::Off => None,

@@ -12,6 +12,7 @@ pub(super) fn make_artifact(
     warnings: &mut Vec<String>,
     progress: &dyn Progress,
     job: Option<SealJob>,
+    made: &mut Option<Made>,
 ) -> Result<(Artifact, u64, Sealed), BackupError> {
     // A restore killed mid-swap is finished first, so what is backed up is
     // whole (and its safety net is where the log said).
@@ -76,6 +77,7 @@ pub(super) fn make_artifact(
         warnings,
         progress,
         job,
+        made,
     );
     let _ = fs::remove_dir_all(&staging);
     result
@@ -94,9 +96,16 @@ pub(super) fn write_archive(
     warnings: &mut Vec<String>,
     progress: &dyn Progress,
     job: Option<SealJob>,
+    made: &mut Option<Made>,
 ) -> Result<(Artifact, u64, Sealed), BackupError> {
     let mut job = job;
     let mut sealed: Sealed = None;
+    // The previous archive is hashed against its sidecar on another core
+    // while the database is copied.
+    let opening = {
+        let (dir, policy) = (archive_dir.to_path_buf(), plan.full);
+        std::thread::spawn(move || reuse::open(&dir, policy, SystemTime::now()))
+    };
     let snapshot_path = staging.join("sound_machine.db");
     // The snapshot is written in the backup dir too: a full disk there is
     // the same fault as during the archive, and gets the same message.
@@ -129,10 +138,34 @@ pub(super) fn write_archive(
     let partial = archive_dir.join(format!(".{}.partial", name.file_name()));
     let final_path = archive_dir.join(name.file_name());
     let db_size = fs::metadata(&snapshot_path).map(|m| m.len()).unwrap_or(0);
+    let mode = opening.join().unwrap_or_else(|_| {
+        reuse::Mode::Full("full backup: reading the previous one failed".into())
+    });
+    let (basis, full_at) = match mode {
+        reuse::Mode::Full(why) => {
+            tracing::info!("{why}");
+            *made = Some(Made {
+                full: Some(why),
+                ..Made::default()
+            });
+            (None, unix_now())
+        }
+        reuse::Mode::Reuse(basis) => {
+            *made = Some(Made {
+                reused_from: Some(basis.name.clone()),
+                ..Made::default()
+            });
+            let full_at = basis.full_at;
+            (Some(basis), full_at)
+        }
+    };
     let written = (|| {
         let file =
             durable::create_new_private(&partial).map_err(io_err("cannot create", &partial))?;
         let mut writer = ArchiveWriter::new(durable::Writeback::new(file), plan.gz);
+        if let Some(basis) = basis {
+            writer = writer.reuse_from(basis);
+        }
         let write_err = |e: ArchiveError| match e {
             ArchiveError::Write(e) if durable::is_disk_full(&e) => {
                 BackupError::DiskFull(archive_dir.to_path_buf())
@@ -255,6 +288,17 @@ pub(super) fn write_archive(
         }
     };
     warnings.extend(written.warnings.iter().cloned());
+    if let Some(made) = made.as_mut() {
+        made.reused_files = written.reused_files;
+        made.reused_bytes = written.reused_bytes;
+        if let Some(from) = &made.reused_from {
+            tracing::info!(
+                files = written.reused_files,
+                bytes = written.reused_bytes,
+                "unchanged files copied compressed from {from}"
+            );
+        }
+    }
 
     // The sidecar goes in first and the archive's rename last, so in the
     // local archive dir an archive under its name always has its sidecar.
@@ -289,6 +333,24 @@ pub(super) fn write_archive(
         return Err(io_err("cannot sync", archive_dir)(e));
     }
     tracing::info!(archive = %final_path.display(), bytes = written.size, sha256 = %written.sha256, "archive written and verified");
+    // Without its index the next run is a full one, and says so; the
+    // backup itself is whole either way.
+    let index = reuse::Index {
+        version: reuse::VERSION,
+        archive: name.file_name(),
+        archive_sha256: written.sha256.clone(),
+        archive_size: written.size,
+        full_at,
+        files: written.indexed,
+    };
+    if let Err(e) = reuse::write_index(&reuse::index_path(archive_dir, &name), &index) {
+        let warning = format!(
+            "cannot write the member index of {}: {e}; the next backup will be a full one",
+            name.file_name()
+        );
+        tracing::warn!("{warning}");
+        warnings.push(warning);
+    }
     Ok((
         Artifact {
             name,
@@ -300,6 +362,12 @@ pub(super) fn write_archive(
         written.files,
         sealed,
     ))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The CRC-32 and size of the archive at `path` as it is on disk
