@@ -3,11 +3,18 @@
 //! into the middle of the others), then the nightly backup, against what
 //! `restic backup` needs for the same change and what rsync sends of
 //! tonight's archive against last night's (`--fuzzy`, rsync's own
-//! `--stats`). Each round starts from a fresh copy of the data.
+//! `--stats`), and what reaches S3 (the real gateway on 127.0.0.1, bytes
+//! counted by a proxy in front of it) when tonight's archive is copied
+//! there after last night's. Each round starts from a fresh copy of the
+//! data.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::bench::{Sample, measure, median};
 
@@ -18,6 +25,8 @@ struct Night {
     restic: Option<Sample>,
     archive: u64,
     literal: u64,
+    /// Bytes the client sent to S3 for tonight's archive.
+    s3_sent: Option<u64>,
 }
 
 pub fn night(bin: &Path, data: &Path, work: &Path, rounds: usize) -> Result<(), String> {
@@ -27,6 +36,30 @@ pub fn night(bin: &Path, data: &Path, work: &Path, rounds: usize) -> Result<(), 
             eprintln!("xtask: no restic ({e}): the night runs without it");
             false
         });
+    // S3: the real gateway of the tests, behind a proxy that counts what
+    // the client sends; without Ceph the night runs without S3.
+    let rgw = crate::services::Rgw::start(work)
+        .map_err(|e| eprintln!("xtask: no S3 gateway ({e}): the night runs without S3"))
+        .ok();
+    let s3 = rgw.as_ref().and_then(|rgw| {
+        use crate::services::Service;
+        let vars: std::collections::BTreeMap<String, String> = rgw.env().into_iter().collect();
+        let proxy = CountingProxy::start(vars.get("MSS_TEST_S3_ENDPOINT")?).ok()?;
+        let mut env = Vec::new();
+        for (ours, theirs) in [
+            ("BUCKET", "BUCKET"),
+            ("REGION", "REGION"),
+            ("ACCESS_KEY_ID", "ACCESS_KEY_ID"),
+            ("SECRET_ACCESS_KEY", "SECRET_ACCESS_KEY"),
+        ] {
+            env.push((
+                format!("MSS_BACKUP_S3_{ours}"),
+                vars.get(&format!("MSS_TEST_S3_{theirs}"))?.clone(),
+            ));
+        }
+        env.push(("MSS_BACKUP_S3_ENDPOINT".into(), proxy.endpoint.clone()));
+        Some((proxy, env))
+    });
     let mut nights = Vec::new();
     for round in 0..rounds {
         let root = work.join("night");
@@ -88,12 +121,37 @@ pub fn night(bin: &Path, data: &Path, work: &Path, rounds: usize) -> Result<(), 
         let literal = figure(&stats, "Literal data:")
             .ok_or_else(|| format!("no literal data figure in rsync's stats: {stats}"))?;
         let archive = fs::metadata(tonight).map(|m| m.len()).unwrap_or(0);
+        // Last night's archive goes to S3 first (untimed), then tonight's,
+        // built there from last night's: what that sends is counted.
+        let s3_sent = match &s3 {
+            Some((proxy, vars)) => {
+                let mut env = env.clone();
+                env.extend(vars.iter().cloned());
+                env.push((
+                    "MSS_BACKUP_S3_PREFIX".into(),
+                    format!("bench-night-{round}-{}/", std::process::id()),
+                ));
+                let copy_to_s3 = |archive: &Path| {
+                    sh_env(
+                        &format!("{b} copy s3 {} 2>/dev/null", archive.display()),
+                        &env,
+                        &root,
+                    )
+                };
+                copy_to_s3(last_night)?;
+                let before = proxy.sent();
+                copy_to_s3(tonight)?;
+                Some(proxy.sent() - before)
+            }
+            None => None,
+        };
         eprintln!(
-            "xtask: night {}: full {:.2}s, nightly {:.2}s{}, rsync literal {literal} of {archive}",
+            "xtask: night {}: full {:.2}s, nightly {:.2}s{}, rsync literal {literal} of {archive}{}",
             round + 1,
             full.wall,
             nightly.wall,
-            restic.map_or(String::new(), |r| format!(", restic {:.2}s", r.wall))
+            restic.map_or(String::new(), |r| format!(", restic {:.2}s", r.wall)),
+            s3_sent.map_or(String::new(), |s| format!(", S3 sent {s}"))
         );
         nights.push(Night {
             full,
@@ -101,11 +159,71 @@ pub fn night(bin: &Path, data: &Path, work: &Path, rounds: usize) -> Result<(), 
             restic,
             archive,
             literal,
+            s3_sent,
         });
         let _ = fs::remove_dir_all(&root);
     }
     report(&nights);
+    if let Some(mut rgw) = rgw {
+        use crate::services::Service;
+        rgw.stop();
+    }
     Ok(())
+}
+
+/// A TCP proxy on 127.0.0.1 that counts the bytes clients send through it.
+struct CountingProxy {
+    endpoint: String,
+    sent: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    fn start(upstream: &str) -> Result<Self, String> {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (Ok(client_in), Ok(server_out)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                let counter = Arc::clone(&counter);
+                std::thread::spawn(move || pipe(client_in, server_out, Some(&counter)));
+                std::thread::spawn(move || pipe(server, client, None));
+            }
+        });
+        Ok(Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            sent,
+        })
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` until either closes, counting into `count`.
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<&AtomicU64>) {
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if let Some(count) = count {
+            count.fetch_add(n as u64, Ordering::SeqCst);
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 fn report(nights: &[Night]) {
@@ -151,7 +269,13 @@ fn report(nights: &[Night]) {
         "nightly backup, peak RSS",
         m(&|n| n.nightly.rss_kib as f64) / 1024.0
     );
-    println!("(bytes sent to S3 are measured by the tests against the real gateway, not here)");
+    if nights.iter().all(|n| n.s3_sent.is_some()) {
+        println!(
+            "{:<44} {:>8.1}%",
+            "bytes sent to S3 / archive",
+            m(&|n| 100.0 * n.s3_sent.unwrap_or(0) as f64 / n.archive.max(1) as f64)
+        );
+    }
 }
 
 /// A WAV-like file of `len` bytes no other file shares, named to sort
