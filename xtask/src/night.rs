@@ -133,7 +133,7 @@ pub fn night(bin: &Path, data: &Path, work: &Path, rounds: usize) -> Result<(), 
                 ));
                 let copy_to_s3 = |archive: &Path| {
                     sh_env(
-                        &format!("{b} copy s3 {} 2>/dev/null", archive.display()),
+                        &format!("{b} copy s3 {} >/dev/null 2>&1", archive.display()),
                         &env,
                         &root,
                     )

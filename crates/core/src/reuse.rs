@@ -243,24 +243,66 @@ pub enum Mode {
     Reuse(Basis),
 }
 
-/// The previous archive, checked against its sidecar in this run, and its
-/// index.
+/// The previous archive and its index. Its bytes are only as good as
+/// [`Basis::check`] finds them: the archive made from it gets a backup's
+/// name only after that passed.
 pub struct Basis {
     pub name: String,
     file: Arc<File>,
     size: u64,
     files: HashMap<String, IndexedFile>,
     pub full_at: i64,
+    /// The sha256 in its sidecar, which its index also gives.
+    sidecar_sha256: String,
 }
 
 /// Decides how this run makes its archive: reads the newest backup in
 /// `archive_dir` and its index, and hashes it against its sidecar.
 pub fn open(archive_dir: &Path, policy: FullPolicy, now: SystemTime) -> Mode {
+    match open_unchecked(archive_dir, policy, now) {
+        Mode::Reuse(basis) => match basis.check().run() {
+            Ok(()) => Mode::Reuse(basis),
+            Err(why) => Mode::Full(why),
+        },
+        full => full,
+    }
+}
+
+/// [`open`] without hashing the archive: the caller runs [`Basis::check`]
+/// (on another core, while it writes) before it keeps what it made.
+pub fn open_unchecked(archive_dir: &Path, policy: FullPolicy, now: SystemTime) -> Mode {
     let newest = newest_backup(archive_dir);
     let previous = newest.as_ref().map(ArtifactName::file_name);
     match open_basis(archive_dir, newest, policy, now) {
         Ok(basis) => Mode::Reuse(basis),
         Err(full) => Mode::Full(full.describe(previous.as_deref())),
+    }
+}
+
+/// The hash of the previous archive against its sidecar, to run anywhere.
+pub struct Check {
+    name: String,
+    file: Arc<File>,
+    expected: String,
+}
+
+impl Check {
+    /// `Err`: why the run must be a full one instead, in one line.
+    pub fn run(self) -> Result<(), String> {
+        let damaged = |why: String| Full::Damaged(why).describe(Some(&self.name));
+        let reader = ReadAt {
+            file: &self.file,
+            at: 0,
+        };
+        let (actual, _) = manifest::sha256_of(reader).map_err(|e| damaged(e.to_string()))?;
+        if actual == self.expected {
+            Ok(())
+        } else {
+            Err(damaged(format!(
+                "sha256 {actual}, sidecar {}",
+                self.expected
+            )))
+        }
     }
 }
 
@@ -299,16 +341,13 @@ fn open_basis(
     let sidecar = fs::read_to_string(archive_dir.join(format!("{}{SIDECAR_SUFFIX}", name)))
         .map_err(|e| damaged(format!("sidecar: {e}")))?;
     let expected = sidecar.split_whitespace().next().unwrap_or_default();
-    let (actual, _) = manifest::sha256_of(&file).map_err(|e| damaged(e.to_string()))?;
-    if actual != expected {
-        return Err(damaged(format!("sha256 {actual}, sidecar {expected}")));
-    }
-    if index.archive_sha256 != actual || index.archive_size != size {
+    if index.archive_sha256 != expected || index.archive_size != size {
         return Err(Full::IndexDamaged(
-            "it describes other bytes than the archive".into(),
+            "it describes other bytes than the archive and its sidecar".into(),
         ));
     }
     Ok(Basis {
+        sidecar_sha256: expected.to_string(),
         name: name.file_name(),
         file: Arc::new(file),
         size,
@@ -340,6 +379,15 @@ pub struct Reusable {
 }
 
 impl Basis {
+    /// The hash of the archive against its sidecar, for another thread.
+    pub fn check(&self) -> Check {
+        Check {
+            name: self.name.clone(),
+            file: Arc::clone(&self.file),
+            expected: self.sidecar_sha256.clone(),
+        }
+    }
+
     /// The members of `rel` in the previous archive, if the file is the
     /// same on disk (`now`: `meta` is what the header is written from) and
     /// its members check out where they lie: each a gzip member with the
@@ -349,7 +397,7 @@ impl Basis {
         if indexed.identity != *now {
             return None;
         }
-        match self.check(indexed) {
+        match self.check_members(indexed) {
             Ok(()) => {}
             Err(why) => {
                 tracing::warn!(
@@ -371,7 +419,7 @@ impl Basis {
         })
     }
 
-    fn check(&self, indexed: &IndexedFile) -> Result<(), String> {
+    fn check_members(&self, indexed: &IndexedFile) -> Result<(), String> {
         let first = indexed.members.first().ok_or("no members indexed")?;
         let mut at = first.offset;
         for member in &indexed.members {

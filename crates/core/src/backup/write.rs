@@ -101,11 +101,29 @@ pub(super) fn write_archive(
     let mut job = job;
     let mut sealed: Sealed = None;
     // The previous archive is hashed against its sidecar on another core
-    // while the database is copied.
-    let opening = {
-        let (dir, policy) = (archive_dir.to_path_buf(), plan.full);
-        std::thread::spawn(move || reuse::open(&dir, policy, SystemTime::now()))
-    };
+    // while the database is copied and the archive written; what is made
+    // from it is kept only if that hash matched (else made again in full).
+    let (mut basis, mut checking, mut full_at) =
+        match reuse::open_unchecked(archive_dir, plan.full, SystemTime::now()) {
+            reuse::Mode::Full(why) => {
+                tracing::info!("{why}");
+                *made = Some(Made {
+                    full: Some(why),
+                    ..Made::default()
+                });
+                (None, None, unix_now())
+            }
+            reuse::Mode::Reuse(basis) => {
+                *made = Some(Made {
+                    reused_from: Some(basis.name.clone()),
+                    ..Made::default()
+                });
+                let check = basis.check();
+                let checking = std::thread::spawn(move || check.run());
+                let full_at = basis.full_at;
+                (Some(basis), Some(checking), full_at)
+            }
+        };
     let snapshot_path = staging.join("sound_machine.db");
     // The snapshot is written in the backup dir too: a full disk there is
     // the same fault as during the archive, and gets the same message.
@@ -138,28 +156,11 @@ pub(super) fn write_archive(
     let partial = archive_dir.join(format!(".{}.partial", name.file_name()));
     let final_path = archive_dir.join(name.file_name());
     let db_size = fs::metadata(&snapshot_path).map(|m| m.len()).unwrap_or(0);
-    let mode = opening.join().unwrap_or_else(|_| {
-        reuse::Mode::Full("full backup: reading the previous one failed".into())
-    });
-    let (basis, full_at) = match mode {
-        reuse::Mode::Full(why) => {
-            tracing::info!("{why}");
-            *made = Some(Made {
-                full: Some(why),
-                ..Made::default()
-            });
-            (None, unix_now())
-        }
-        reuse::Mode::Reuse(basis) => {
-            *made = Some(Made {
-                reused_from: Some(basis.name.clone()),
-                ..Made::default()
-            });
-            let full_at = basis.full_at;
-            (Some(basis), full_at)
-        }
-    };
-    let written = (|| {
+    // `Ok(Err(why))`: the previous archive failed its check; the partial
+    // made from it is gone, and the archive is made again in full.
+    let mut attempt = |basis: Option<reuse::Basis>,
+                       checking: Option<std::thread::JoinHandle<Result<(), String>>>|
+     -> Result<Result<archive::Written, String>, BackupError> {
         let file =
             durable::create_new_private(&partial).map_err(io_err("cannot create", &partial))?;
         let mut writer = ArchiveWriter::new(durable::Writeback::new(file), plan.gz);
@@ -218,6 +219,15 @@ pub(super) fn write_archive(
                 io_err("cannot sync", &partial)(e)
             }
         })?;
+        if let Some(checking) = checking {
+            let checked = checking
+                .join()
+                .unwrap_or_else(|_| Err("full backup: checking the previous one failed".into()));
+            if let Err(why) = checked {
+                let _ = fs::remove_file(&partial);
+                return Ok(Err(why));
+            }
+        }
         tracing::info!(bytes = written.size, "archive written, reading it back");
         // Read back what reached the disk before giving it a backup's name:
         // the bytes on disk have the CRC-32 and length of the bytes written
@@ -266,8 +276,26 @@ pub(super) fn write_archive(
                 digest.0, digest.1, written.crc32, written.size
             )));
         }
-        Ok(written)
-    })();
+        Ok(Ok(written))
+    };
+    let mut written = attempt(basis.take(), checking.take());
+    if let Ok(Err(why)) = &written {
+        tracing::warn!("{why}");
+        *made = Some(Made {
+            full: Some(why.clone()),
+            ..Made::default()
+        });
+        full_at = unix_now();
+        written = attempt(None, None);
+    }
+    // A full attempt has nothing to check, so no second redo.
+    let written = written.and_then(|w| {
+        w.map_err(|why| BackupError::Io {
+            action: "cannot make",
+            path: partial.clone(),
+            source: io::Error::other(why),
+        })
+    });
     let discard_sealed = |sealed: &Sealed| {
         if let Some(Ok(sealed)) = sealed {
             seal::discard(sealed);
