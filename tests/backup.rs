@@ -473,12 +473,7 @@ fn kill_9_mid_backup_leaves_latest_valid_and_the_next_run_cleans_up() {
         !partial.exists(),
         "the next run removed the leftover partial"
     );
-    let leftovers: Vec<_> = fs::read_dir(env.archive_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let leftovers = hidden_leftovers(&env.archive_dir());
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(env.archives().len(), 2);
     env.expect(&["verify"], 0);

@@ -62,10 +62,7 @@ fn assert_interrupted(env: &TestEnv, out: &Output, signal: &str, code: i32, outc
 
 /// Hidden files and staging dirs a run may leave: none must be there.
 fn leftovers(env: &TestEnv) -> Vec<String> {
-    let mut left: Vec<String> = entries(&env.archive_dir())
-        .into_iter()
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let mut left: Vec<String> = hidden_leftovers(&env.archive_dir());
     left.extend(
         entries(&env.backup_dir)
             .into_iter()
@@ -384,7 +381,10 @@ fn systemctl_stop_during_verify_of_an_encrypted_backup_removes_the_decrypted_cop
 fn a_second_ctrl_c_stops_at_once_and_still_leaves_nothing_under_a_backups_name() {
     let env = TestEnv::with_audio(4);
     env.backup_ok();
-    let before = contents(&env.archive_dir());
+    let before: BTreeMap<_, _> = contents(&env.archive_dir())
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with('.'))
+        .collect();
     let name = "mss-backup-2030-01-01_030000.tar.gz";
     let partial = canonical(&env.archive_dir()).join(format!(".{name}.partial"));
     let partial = partial.to_str().unwrap();

@@ -150,6 +150,14 @@ fn kill_9_of_a_backup_at_each_named_point_loses_nothing() {
         }),
         Box::new(|_| {
             (
+                "after the archive's rename, before its member index",
+                "rename",
+                None,
+                3,
+            )
+        }),
+        Box::new(|_| {
+            (
                 "after the archive's rename, before latest moves",
                 "symlink",
                 None,
@@ -174,8 +182,9 @@ fn kill_9_of_a_backup_at_each_named_point_loses_nothing() {
                 1,
             )
         }),
-        // Renames of a run: sidecar, archive, latest, last_backup.json.
-        Box::new(|_| ("while replacing last_backup.json", "rename", None, 4)),
+        // Renames of a run: sidecar, archive, member index, latest,
+        // last_backup.json.
+        Box::new(|_| ("while replacing last_backup.json", "rename", None, 5)),
     ];
     for point in &points {
         let (what, syscall, path, when) = point(&env);
@@ -233,6 +242,17 @@ fn kill_9_of_a_backup_at_each_named_point_loses_nothing() {
                     names
                 };
                 match (syscall, what.contains("its sidecar")) {
+                    ("rename", _) if what.contains("member index") => {
+                        assert_eq!(latest, latest_before, "{what}: latest has not moved");
+                        assert_eq!(after, with_new(before.clone()), "{what}");
+                        assert!(
+                            !names.contains(&format!(".{new}.index"))
+                                && names
+                                    .iter()
+                                    .any(|n| n.starts_with(&format!("..{new}.index.tmp-"))),
+                            "{what}: the index only in its temp file: {names:?}"
+                        );
+                    }
                     ("symlink", _) => {
                         assert_eq!(latest, latest_before, "{what}: latest has not moved");
                         assert_eq!(after, with_new(before.clone()), "{what}");
@@ -265,6 +285,16 @@ fn kill_9_of_a_backup_at_each_named_point_loses_nothing() {
         }
         assert_nothing_lost(&env, what);
         assert_next_run_cleans_up(&env, what);
+        if what.contains("member index") {
+            // Without the index, the next run reads everything, and says so.
+            let reuse = &env.status()["reuse"];
+            assert!(
+                reuse["full"].as_str().is_some_and(|why| why.ends_with(
+                    "has no member index (made by an older mss-backup, or its run was cut short)"
+                )),
+                "{what}: {reuse}"
+            );
+        }
         eprintln!("kill -9 {what}: nothing lost, next run clean");
     }
 }
@@ -276,12 +306,13 @@ fn kill_9_during_an_upload_to_a_usb_stick_leaves_nothing_under_a_backup_name() {
     env.set("MSS_BACKUP_USB_PATH", stick.path.to_str().unwrap());
     env.backup_ok();
     let on_stick = stick.path.join("mss-backup");
-    // Renames of a run: local sidecar, local archive, latest, then the
-    // stick's sidecar (4) and archive (5), then the status file.
+    // Renames of a run: local sidecar, local archive, member index,
+    // latest, then the stick's sidecar (5) and archive (6), then the
+    // status file.
     for (when, what) in [
-        (4, "while the sidecar is copied to the stick"),
+        (5, "while the sidecar is copied to the stick"),
         (
-            5,
+            6,
             "after the archive was copied and read back, before its name",
         ),
     ] {

@@ -190,9 +190,10 @@ pub fn assert_next_run_cleans_up(env: &TestEnv, what: &str) {
         stderr(&out)
     );
     let names = entries(&env.archive_dir());
+    let left = hidden_leftovers(&env.archive_dir());
     assert!(
-        names.iter().all(|n| !n.starts_with('.')),
-        "{what}: leftovers after the next run: {names:?}"
+        left.is_empty(),
+        "{what}: leftovers after the next run: {left:?} in {names:?}"
     );
     for name in &names {
         if let Some(archive) = name.strip_suffix(".sha256") {

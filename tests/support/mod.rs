@@ -353,6 +353,23 @@ pub fn wait_for_staging(env: &TestEnv, child: &mut std::process::Child) {
     }
 }
 
+/// Hidden files in `archive_dir` a run should not have left: everything
+/// hidden but the member index of an archive that is there
+/// (`.NAME.tar.gz.index`, which the next backup reuses members by).
+pub fn hidden_leftovers(archive_dir: &Path) -> Vec<String> {
+    entries(archive_dir)
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .filter(|n| {
+            !n.strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".index"))
+                .is_some_and(|archive| {
+                    is_backup_name(archive) && archive_dir.join(archive).exists()
+                })
+        })
+        .collect()
+}
+
 /// The sample's WAV uploads, sorted.
 pub fn wavs(env: &TestEnv) -> Vec<PathBuf> {
     let dir = env.data_dir.join("Sounds/uploads");

@@ -91,6 +91,7 @@ pub(super) fn encrypt(
             // one go (archive first, as every delete here).
             let _ = fs::remove_file(&plain.archive);
             let _ = fs::remove_file(&plain.sidecar);
+            let _ = fs::remove_file(crate::reuse::index_path(&dir, &plain.name));
             let copy = published.clone();
             (published, Ok(copy))
         }
