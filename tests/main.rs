@@ -24,6 +24,7 @@ mod owner;
 mod restore;
 mod s3;
 mod s3_lock;
+mod s3_requests;
 mod s3_restore;
 mod schedule;
 mod targets;

@@ -12,8 +12,9 @@ use std::fs::{self, File};
 use std::io;
 use std::net::TcpListener;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::support::http_proxy::{Answer, HttpProxy};
 use crate::support::proxy::Proxy;
 use crate::support::rgw::*;
 use crate::support::watch::{finish, wait_while_running};
@@ -246,9 +247,24 @@ fn s3_wrong_secret_fails_the_target_not_the_backup() {
     let mut env = s3_env(&rgw, &prefix);
     let wrong = format!("wrong{}", unique_prefix("s").replace(['/', '-'], ""));
     env.set("MSS_BACKUP_S3_SECRET_ACCESS_KEY", &wrong);
-    let started = Instant::now();
+    // Through a proxy that logs each request: a refused signature is not
+    // worth a retry, so no request is sent twice (retries would be the same
+    // request again, 1, 2 and 4 s apart).
+    let proxy = HttpProxy::start(&rgw.endpoint);
+    env.set("MSS_BACKUP_S3_ENDPOINT", &proxy.endpoint());
     let out = env.expect(&[], 1);
-    assert!(started.elapsed() < Duration::from_secs(30));
+    env.set("MSS_BACKUP_S3_ENDPOINT", &rgw.endpoint);
+    let requests = proxy.requests();
+    assert!(!requests.is_empty(), "no request reached S3");
+    for (i, request) in requests.iter().enumerate() {
+        assert_eq!(request.answer, Answer::Gateway(Some(403)), "{requests:#?}");
+        assert!(
+            !requests[..i]
+                .iter()
+                .any(|r| r.method == request.method && r.target == request.target),
+            "a refused request was sent again: {requests:#?}"
+        );
+    }
     let entry = s3_status(&env);
     assert_eq!(entry["status"], "failure", "{entry}");
     let detail = entry["detail"].as_str().unwrap();
@@ -261,7 +277,8 @@ fn s3_wrong_secret_fails_the_target_not_the_backup() {
     assert!(
         stderr(&out).contains(&format!(
             "Backup OK locally; offsite s3://{}/{prefix} FAILED: S3 at {} rejected the request signature",
-            rgw.bucket, rgw.endpoint
+            rgw.bucket,
+            proxy.endpoint()
         )),
         "{}",
         stderr(&out)

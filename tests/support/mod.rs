@@ -9,6 +9,7 @@
 
 pub mod hooks;
 pub mod http;
+pub mod http_proxy;
 pub mod kill;
 pub mod proxy;
 pub mod remote;
