@@ -2,12 +2,15 @@
 //! HTTP-aware proxy in front of the real gateway logs each request line in
 //! order and throttles on cue (`503 SlowDown`, S3's own answer), so a test
 //! can see that a throttled upload is retried and in which order retention
-//! deletes, rather than infer it from what is left in the bucket.
+//! deletes, rather than infer it from what is left in the bucket; and it
+//! holds a request unanswered, so a run can be killed at a known request.
 
 use std::fs;
+use std::process::Stdio;
 
 use crate::support::http_proxy::{Answer, HttpProxy};
 use crate::support::rgw::*;
+use crate::support::watch::wait_while_running;
 use crate::support::*;
 
 /// docs/targets.md: "a 5xx, throttling … is retried". The archive's own
@@ -107,4 +110,67 @@ fn s3_retention_deletes_the_archive_before_its_sidecar() {
             .ends_with("1 kept, 1 deleted by retention"),
         "{entry}"
     );
+}
+
+/// A nightly run killed (-9) while its upload is built from last night's
+/// object on the server (UploadPartCopy, held unanswered by the proxy: the
+/// run is known to be mid-upload): nothing appears under tonight's name on
+/// S3, tonight's local archive is whole, and the next night succeeds with
+/// an object that is its local archive byte for byte.
+#[test]
+fn s3_a_night_killed_mid_server_side_copy_leaves_no_object_and_the_next_is_whole() {
+    let rgw = rgw();
+    let prefix = unique_prefix("killcopy");
+    let mut env = TestEnv::with_audio(24);
+    s3_vars(&rgw, &prefix, &mut env);
+    env.backup_ok();
+    let (first, _, _) = newest_local(&env);
+    write_noise(&env.data_dir.join("data/exports/tonight.zip"), 3 << 20);
+
+    let proxy = HttpProxy::start(&rgw.endpoint);
+    env.set("MSS_BACKUP_S3_ENDPOINT", &proxy.endpoint());
+    proxy.hold(|r| r.header("x-amz-copy-source").is_some());
+    let mut child = env
+        .cmd(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_while_running(&mut child, "a server-side copy was sent", || {
+        proxy.holding()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(proxy);
+    env.set("MSS_BACKUP_S3_ENDPOINT", &rgw.endpoint);
+
+    let (tonight, _, _) = newest_local(&env);
+    assert_ne!(tonight, first, "tonight's local archive was published");
+    let check = tool(
+        "sha256sum",
+        &["-c", &format!("{tonight}.sha256")],
+        &env.archive_dir(),
+    );
+    assert!(check.contains(&format!("{tonight}: OK")), "{check}");
+    assert_eq!(
+        rgw.keys(&prefix),
+        vec![
+            format!("{prefix}{first}"),
+            format!("{prefix}{first}.sha256")
+        ],
+        "nothing under tonight's name"
+    );
+
+    env.backup_ok();
+    let (next, sha, _) = newest_local(&env);
+    assert_ne!(next, tonight);
+    let keys = rgw.keys(&prefix);
+    assert!(
+        keys.contains(&format!("{prefix}{next}"))
+            && keys.contains(&format!("{prefix}{next}.sha256")),
+        "{keys:?}"
+    );
+    let fetched = env.root.path().join("next.tar.gz");
+    assert_eq!(rgw.download(&format!("{prefix}{next}"), &fetched), sha);
+    assert!(fs::read(&fetched).unwrap() == fs::read(env.archive_dir().join(&next)).unwrap());
 }

@@ -2,7 +2,9 @@
 //! where `proxy.rs` only moves bytes: it logs each request line (method,
 //! path and query) in the order the client sent them, can answer the first
 //! N requests that match with S3's own `503 SlowDown` without forwarding
-//! them (throttling, with a gateway that never throttles). Each request goes upstream on a connection of its own, with
+//! them (throttling, with a gateway that never throttles), and can hold a
+//! matching request unanswered (a server stuck mid-upload, at a known
+//! request). Each request goes upstream on a connection of its own, with
 //! `Connection: close` both ways: the request's framing (Content-Length or
 //! chunked) is all that has to be parsed, and a response ends where the
 //! gateway closes. `Connection` is a hop-by-hop header that SigV4 does not
@@ -37,17 +39,27 @@ pub enum Answer {
     Gateway(Option<u16>),
     /// Answered `503 SlowDown` by the proxy, never forwarded.
     SlowDown,
+    /// Held: never forwarded, never answered.
+    Held,
 }
 
 /// What a rule sees of a request.
 pub struct Head<'a> {
     pub method: &'a str,
     pub target: &'a str,
+    headers: &'a [(String, String)],
 }
 
 impl Head<'_> {
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or_default()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -114,6 +126,12 @@ impl HttpProxy {
         self.rule(times, Answer::SlowDown, matches);
     }
 
+    /// Holds the next request that matches: logged, never forwarded or
+    /// answered, its connection left open.
+    pub fn hold(&self, matches: impl Fn(&Head) -> bool + Send + 'static) {
+        self.rule(1, Answer::Held, matches);
+    }
+
     fn rule(&self, left: usize, action: Answer, matches: impl Fn(&Head) -> bool + Send + 'static) {
         self.state.rules.lock().unwrap().push(Rule {
             left,
@@ -125,6 +143,11 @@ impl HttpProxy {
     /// Every request so far, in the order they arrived.
     pub fn requests(&self) -> Vec<Logged> {
         self.state.log.lock().unwrap().clone()
+    }
+
+    /// A request is being held.
+    pub fn holding(&self) -> bool {
+        self.requests().iter().any(|r| r.answer == Answer::Held)
     }
 }
 
@@ -179,6 +202,7 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     let head = Head {
         method: &method,
         target: &target,
+        headers: &headers,
     };
     let action = {
         let mut rules = state.rules.lock().unwrap();
@@ -200,18 +224,32 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
         state.changed.notify_all();
         log.len() - 1
     };
-    if action == Some(Answer::SlowDown) {
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><Resource>{target}</Resource><RequestId>proxy</RequestId></Error>"
-        );
-        write!(
-            client,
-            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-            xml.len()
-        )?;
-        client.flush()?;
-        let _ = client.shutdown(Shutdown::Both);
-        return Ok(());
+    match action {
+        Some(Answer::SlowDown) => {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><Resource>{target}</Resource><RequestId>proxy</RequestId></Error>"
+            );
+            write!(
+                client,
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            )?;
+            client.flush()?;
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(_) => {
+            // Held until the proxy is dropped (which closes the socket).
+            let log = state.log.lock().unwrap();
+            drop(
+                state
+                    .changed
+                    .wait_while(log, |_| !state.stopped.load(Ordering::SeqCst))
+                    .unwrap(),
+            );
+            return Ok(());
+        }
+        None => {}
     }
     let mut upstream = TcpStream::connect(state.upstream)?;
     let mut request = format!("{line}\r\n");
