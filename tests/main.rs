@@ -22,6 +22,7 @@ mod operator;
 mod ops;
 mod owner;
 mod restore;
+mod rsync_stall;
 mod s3;
 mod s3_lock;
 mod s3_requests;
