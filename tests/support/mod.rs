@@ -18,6 +18,7 @@ pub mod stick;
 pub mod tar;
 pub mod terminal;
 pub mod tree;
+pub mod user_manager;
 pub mod watch;
 pub mod writer;
 
