@@ -367,6 +367,19 @@ impl RsyncTarget {
                 ),
             );
         }
+        // ssh's keep-alive gave up on a connection that went silent: rsync
+        // then only reports the broken pipe it was left with.
+        if let Some(line) = lines
+            .iter()
+            .find(|l| l.starts_with("Timeout, server") && l.contains("not responding"))
+        {
+            return self.failed(
+                action,
+                format!(
+                    "the connection to {host} stalled: ssh's keep-alive got no answer ({line}); is {host} still reachable?"
+                ),
+            );
+        }
         if let Some(line) = lines.iter().find(|l| is_auth_refusal(l)) {
             return self.unavailable(format!(
                 "{user_host} refused the SSH key ({line}); check the key (-i) in MSS_BACKUP_RSYNC_RSH and authorized_keys on {host}"
@@ -769,6 +782,10 @@ lrwxrwxrwx             10 2026/03/02 03:15:04 mss-backup-2026-03-05_031500.tar.g
             (
                 "rsync: [receiver] mkstemp \"/srv/mss/.x.AbCd\" failed: Permission denied (13)\nrsync error: some files could not be transferred (code 23)\n",
                 "uploading x failed: rsync: [receiver] mkstemp",
+            ),
+            (
+                "Timeout, server nas not responding.\r\nrsync: [sender] write error: Broken pipe (32)\nrsync error: error in socket IO (code 10) at io.c(848) [sender=3.2.7]\n",
+                "uploading x failed: the connection to nas stalled: ssh's keep-alive got no answer (Timeout, server nas not responding.); is nas still reachable?",
             ),
             (
                 "[sender] io timeout after 120 seconds -- exiting\nrsync error: timeout in data send/receive (code 30) at io.c(201) [sender=3.2.7]\n",
