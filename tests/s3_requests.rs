@@ -160,6 +160,13 @@ fn s3_a_night_killed_mid_server_side_copy_leaves_no_object_and_the_next_is_whole
         ],
         "nothing under tonight's name"
     );
+    // The kill landed inside tonight's multipart upload: begun, never
+    // completed (nor aborted: a kill -9 leaves that to the bucket's
+    // lifecycle rule), and invisible.
+    assert_eq!(
+        rgw.open_uploads(&prefix),
+        vec![format!("{prefix}{tonight}")]
+    );
 
     env.backup_ok();
     let (next, sha, _) = newest_local(&env);
