@@ -3,8 +3,8 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
+use crate::support::watch::wait_while_running;
 use crate::support::writer::Writer;
 use crate::support::*;
 
@@ -297,17 +297,9 @@ fn a_second_run_exits_75_at_once_while_the_first_waits_for_a_busy_database() {
         .spawn()
         .unwrap();
     let lock_file = env.backup_dir.join(".lock");
-    let started = Instant::now();
-    while !fs::read_to_string(&lock_file)
-        .map(|s| s.contains(' '))
-        .unwrap_or(false)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "first run never took the lock"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_while_running(&mut first, "it took the lock", || {
+        fs::read_to_string(&lock_file).is_ok_and(|s| s.contains(' '))
+    });
     let second = env.expect(&[], 75);
     // An event, not a clock: the first run is still waiting for the
     // database when the second has already answered.
@@ -433,24 +425,19 @@ fn kill_9_mid_backup_leaves_latest_valid_and_the_next_run_cleans_up() {
     assert_eq!(good.len(), 1);
 
     let mut child = env.cmd(&[]).spawn().unwrap();
-    let started = Instant::now();
-    let partial = loop {
-        let found = fs::read_dir(env.archive_dir())
+    let mut partial = None;
+    wait_while_running(&mut child, "a partial archive appeared", || {
+        partial = fs::read_dir(env.archive_dir())
             .unwrap()
             .filter_map(|e| e.ok())
             .find(|e| {
                 e.file_name().to_string_lossy().ends_with(".partial")
                     && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
-            });
-        if let Some(entry) = found {
-            break entry.path();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no partial appeared"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    };
+            })
+            .map(|e| e.path());
+        partial.is_some()
+    });
+    let partial = partial.unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

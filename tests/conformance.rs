@@ -162,6 +162,7 @@ fn rsync() -> Subject {
             RsyncTarget::new(Config {
                 dest,
                 rsh: Some(rsh("ssh", &service_var("MSS_TEST_SSH_KEY"))),
+                timeout: None,
             })
             .unwrap(),
         ),

@@ -7,8 +7,8 @@
 
 use std::fs;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
+use crate::support::watch::{finish, wait_while_running};
 use crate::support::*;
 
 fn log(env: &TestEnv) -> String {
@@ -62,23 +62,15 @@ fn the_wait_ends_as_soon_as_the_name_resolves() {
         .unwrap();
     let log_file = env.backup_dir.join("backup.log");
     // Until the run says it waits (or ends without waiting).
-    let give_up = Instant::now() + Duration::from_secs(120);
-    while !fs::read_to_string(&log_file).is_ok_and(|l| l.contains("waiting up to 300 s")) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "ended ({status}) without waiting: {:?}",
-                fs::read_to_string(&log_file)
-            );
-        }
-        assert!(Instant::now() < give_up, "neither waited nor ended");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while_running(&mut child, "it said it waits for the network", || {
+        fs::read_to_string(&log_file).is_ok_and(|l| l.contains("waiting up to 300 s"))
+    });
     fs::write(
         &ssh_config,
         "Host mss-later.invalid\n  HostName 127.0.0.1\n  Port 1\n",
     )
     .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child, "the waiting backup");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("connection refused"),

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::Path;
 
+use crate::support::user_manager::UserManager;
 use crate::support::*;
 
 #[test]
@@ -91,8 +92,7 @@ fn install_writes_units_systemd_accepts_and_an_env_file_the_nightly_run_reads() 
         r#"AWS_SECRET_ACCESS_KEY="0123-it's a \"secret\" \$HOME""#
     );
     // A POSIX shell, whose double-quote rules are the same for these
-    // escapes, reads it back exactly. (There is no systemd user manager in
-    // the test container to run `systemd-run --user -p EnvironmentFile=`.)
+    // escapes, reads it back exactly (systemd's own reading: the next test).
     let read_back = std::process::Command::new("sh")
         .args([
             "-c",
@@ -148,4 +148,40 @@ fn install_refuses_a_bad_time() {
     let out = env.expect(&["schedule", "install", "--at", "25:00"], 78);
     assert!(stderr(&out).contains("--at 25:00"), "{}", stderr(&out));
     assert!(!Path::new(&env.home.join(".config/systemd")).exists());
+}
+
+/// systemd itself reads what `schedule install` wrote: a user manager of
+/// the test's own (see `support::user_manager`) reads the env file into a
+/// transient service exactly as the shell had the values, the awkward
+/// characters of a secret included, and starts the installed service,
+/// which makes tonight's backup with the env file's settings.
+#[test]
+fn systemd_itself_reads_the_env_file_and_runs_the_installed_service() {
+    let mut env = TestEnv::new();
+    env.set("MSS_BACKUP_RETENTION", "3");
+    let secret = "0123-it's a \"secret\" $HOME `id` \\n end";
+    let out = env
+        .cmd(&["schedule", "install", "--at", "04:30"])
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env_file = env.home.join(".config/mss-backup/env");
+    let manager = UserManager::start(&env.home, &env.root.path().join("xdg"));
+
+    let read = manager.run(
+        &[&format!("EnvironmentFile={}", env_file.display())],
+        &["printenv", "AWS_SECRET_ACCESS_KEY", "MSS_BACKUP_RETENTION"],
+    );
+    assert!(read.status.success(), "{}", stderr(&read));
+    assert_eq!(stdout(&read), format!("{secret}\n3\n"));
+
+    // The installed service, started as the timer would start it.
+    assert!(env.archives().is_empty());
+    let started = manager.systemctl(&["start", "mss-backup.service"]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    assert_eq!(env.archives().len(), 1, "the service made a backup");
+    let status = env.status();
+    assert_eq!(status["status"], "success", "{status}");
+    assert!(status["retention"]["kept"].as_array().is_some(), "{status}");
 }

@@ -4,10 +4,12 @@
 //! live in the submodules, one copy each, so no test module imports
 //! another: sticks and small disks, the sshd remote, the Ceph gateway and a
 //! proxy in front of it, an HTTP stub, the MSS stop/start hooks, a byte-level
-//! tar writer, tree hashers, a terminal, a database writer and kill points.
+//! tar writer, tree hashers, a terminal, a database writer, kill points
+//! and watchdogs that wait on events.
 
 pub mod hooks;
 pub mod http;
+pub mod http_proxy;
 pub mod kill;
 pub mod proxy;
 pub mod remote;
@@ -16,6 +18,8 @@ pub mod stick;
 pub mod tar;
 pub mod terminal;
 pub mod tree;
+pub mod user_manager;
+pub mod watch;
 pub mod writer;
 
 use std::fs;
@@ -23,7 +27,6 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use mss_backup_sample::{self as sample, SampleSpec};
 use tempfile::TempDir;
@@ -340,17 +343,7 @@ pub fn lock_database(env: &TestEnv) -> rusqlite::Connection {
 /// the locked database).
 pub fn wait_for_staging(env: &TestEnv, child: &mut std::process::Child) {
     let staging = env.backup_dir.join(format!(".staging-{}", child.id()));
-    let started = Instant::now();
-    while !staging.is_dir() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the backup ended before reaching the database: {status}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no staging dir"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    watch::wait_while_running(child, "it made its staging dir", || staging.is_dir());
 }
 
 /// Hidden files in `archive_dir` a run should not have left: everything

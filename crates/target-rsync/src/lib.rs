@@ -30,8 +30,9 @@ use serde::{Deserialize, Serialize};
 
 /// Seconds ssh waits for the TCP connection and the SSH handshake.
 pub const CONNECT_TIMEOUT_SECS: u32 = 10;
-/// Seconds rsync waits for data before giving up on a stalled transfer.
-pub const IO_TIMEOUT_SECS: u32 = 120;
+/// Seconds rsync waits for data before giving up on a stalled transfer,
+/// unless `MSS_BACKUP_RSYNC_TIMEOUT` says otherwise.
+pub const IO_TIMEOUT_SECS: u64 = 120;
 
 /// The rsync target's settings; `rsync_dest` switches it on.
 pub const SETTINGS: &[Setting] = &[
@@ -47,6 +48,13 @@ pub const SETTINGS: &[Setting] = &[
         value: "COMMAND",
         default: "ssh",
         help: "the remote shell command, like rsync's `RSYNC_RSH`: `ssh -p 2222 -i /home/mss/.ssh/mss_backup`",
+        shown: Shown::Plain,
+    },
+    Setting {
+        key: "rsync_timeout",
+        value: "SECONDS",
+        default: "120",
+        help: "seconds (or `90s`, `5m`) a transfer may stall, no data moving, before rsync gives up on it",
         shown: Shown::Plain,
     },
     Setting {
@@ -70,6 +78,11 @@ pub struct Config {
     /// The remote shell command, e.g. `ssh -p 2222 -i ~/.ssh/mss_backup`
     /// (`MSS_BACKUP_RSYNC_RSH`); default `ssh`.
     pub rsh: Option<String>,
+    /// How long a transfer may stall before rsync gives up, as written:
+    /// `120`, `90s`, `5m` (`MSS_BACKUP_RSYNC_TIMEOUT`); default
+    /// [`IO_TIMEOUT_SECS`].
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -79,6 +92,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("dest", &self.dest)
             .field("rsh", &self.rsh)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -91,6 +105,8 @@ pub enum ConfigError {
     Dest(String),
     #[error("{0} (use a command like: ssh -p 2222 -i /home/mss/.ssh/mss_backup)")]
     Rsh(String),
+    #[error("{0:?} is not a timeout (use a number of seconds, like 120, or with a unit: 5m)")]
+    Timeout(String),
 }
 
 /// The rsync kind: `MSS_BACKUP_RSYNC_*`, `--target rsync`, `copy rsync`.
@@ -107,6 +123,7 @@ impl TargetPlugin for Rsync {
         let target = RsyncTarget::new(config).map_err(|e| match e {
             ConfigError::Dest(_) => Invalid::of("rsync_dest", e.to_string()),
             ConfigError::Rsh(_) => Invalid::of("rsync_rsh", e.to_string()),
+            ConfigError::Timeout(_) => Invalid::of("rsync_timeout", e.to_string()),
         })?;
         Ok(Built {
             at: None,
@@ -203,12 +220,18 @@ pub struct RsyncTarget {
     remote: Remote,
     /// The remote shell's argv, our options included.
     shell: Vec<String>,
+    /// rsync's `--timeout`: seconds a transfer may stall.
+    io_timeout: u64,
 }
 
 impl RsyncTarget {
     /// Checks the destination and remote shell command; touches nothing.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let remote = Remote::parse(&config.dest)?;
+        let io_timeout = match config.timeout.as_deref() {
+            None => IO_TIMEOUT_SECS,
+            Some(text) => parse_timeout(text).ok_or_else(|| ConfigError::Timeout(text.into()))?,
+        };
         let words = shell::split(config.rsh.as_deref().unwrap_or("ssh"))
             .map_err(|reason| ConfigError::Rsh(reason.to_string()))?;
         let (program, args) = words
@@ -232,6 +255,7 @@ impl RsyncTarget {
             config,
             remote,
             shell,
+            io_timeout,
         })
     }
 
@@ -311,7 +335,7 @@ impl RsyncTarget {
     fn rsync(&self, args: &[OsString], action: &str) -> Result<String, TargetError> {
         let mut command = Command::new("rsync");
         command
-            .arg(format!("--timeout={IO_TIMEOUT_SECS}"))
+            .arg(format!("--timeout={}", self.io_timeout))
             .arg("-e")
             .arg(self.shell_command())
             .args(args);
@@ -333,6 +357,29 @@ impl RsyncTarget {
         let find = |needle: &str| lines.iter().find(|l| l.contains(needle)).copied();
         let host = self.remote.host_name();
         let user_host = &self.remote.host;
+        // rsync's own code for "no data moved for --timeout seconds".
+        if code == Some(30) || find("timeout in data send/receive").is_some() {
+            return self.failed(
+                action,
+                format!(
+                    "the transfer stalled: no data moved for {} s (is {host} still reachable? on a slow or busy line raise MSS_BACKUP_RSYNC_TIMEOUT)",
+                    self.io_timeout
+                ),
+            );
+        }
+        // ssh's keep-alive gave up on a connection that went silent: rsync
+        // then only reports the broken pipe it was left with.
+        if let Some(line) = lines
+            .iter()
+            .find(|l| l.starts_with("Timeout, server") && l.contains("not responding"))
+        {
+            return self.failed(
+                action,
+                format!(
+                    "the connection to {host} stalled: ssh's keep-alive got no answer ({line}); is {host} still reachable?"
+                ),
+            );
+        }
         if let Some(line) = lines.iter().find(|l| is_auth_refusal(l)) {
             return self.unavailable(format!(
                 "{user_host} refused the SSH key ({line}); check the key (-i) in MSS_BACKUP_RSYNC_RSH and authorized_keys on {host}"
@@ -539,6 +586,17 @@ impl Target for RsyncTarget {
     }
 }
 
+/// `120` (seconds), or with a unit: `90s`, `5m`; never zero, which rsync
+/// would take as "wait for ever".
+fn parse_timeout(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let seconds = match text.parse::<u64>() {
+        Ok(seconds) => seconds,
+        Err(_) => mss_backup_core::setting::parse_duration(text)?.as_secs(),
+    };
+    (seconds > 0).then_some(seconds)
+}
+
 /// ssh's `user@host: Permission denied (publickey,password).`, not a
 /// file's `Permission denied (13)`.
 fn is_auth_refusal(line: &str) -> bool {
@@ -617,6 +675,7 @@ mod tests {
         RsyncTarget::new(Config {
             dest: dest.to_string(),
             rsh: rsh.map(str::to_string),
+            timeout: None,
         })
         .unwrap()
     }
@@ -666,6 +725,7 @@ mod tests {
         let err = RsyncTarget::new(Config {
             dest: "nas:/srv".into(),
             rsh: Some("ssh -i 'x".into()),
+            timeout: None,
         })
         .unwrap_err();
         assert!(err.to_string().contains("unclosed"), "{err}");
@@ -723,12 +783,40 @@ lrwxrwxrwx             10 2026/03/02 03:15:04 mss-backup-2026-03-05_031500.tar.g
                 "rsync: [receiver] mkstemp \"/srv/mss/.x.AbCd\" failed: Permission denied (13)\nrsync error: some files could not be transferred (code 23)\n",
                 "uploading x failed: rsync: [receiver] mkstemp",
             ),
+            (
+                "Timeout, server nas not responding.\r\nrsync: [sender] write error: Broken pipe (32)\nrsync error: error in socket IO (code 10) at io.c(848) [sender=3.2.7]\n",
+                "uploading x failed: the connection to nas stalled: ssh's keep-alive got no answer (Timeout, server nas not responding.); is nas still reachable?",
+            ),
+            (
+                "[sender] io timeout after 120 seconds -- exiting\nrsync error: timeout in data send/receive (code 30) at io.c(201) [sender=3.2.7]\n",
+                "uploading x failed: the transfer stalled: no data moved for 120 s (is nas still reachable? on a slow or busy line raise MSS_BACKUP_RSYNC_TIMEOUT)",
+            ),
         ];
         for (stderr, expected) in cases {
             let line = t.explain(stderr, Some(255), "uploading x").to_string();
             assert!(line.contains(expected), "{line}");
             assert!(!line.contains('\n') && !line.contains('\r'), "{line:?}");
             assert!(line.starts_with("rsync:backup@nas:/srv/mss: "), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_stall_timeout_is_seconds_or_a_duration_and_never_zero() {
+        let with = |timeout: &str| {
+            RsyncTarget::new(Config {
+                dest: "nas:/srv".into(),
+                rsh: None,
+                timeout: Some(timeout.into()),
+            })
+        };
+        assert_eq!(target("nas:/srv", None).io_timeout, 120);
+        assert_eq!(with("3").unwrap().io_timeout, 3);
+        assert_eq!(with("90s").unwrap().io_timeout, 90);
+        assert_eq!(with("5m").unwrap().io_timeout, 300);
+        for bad in ["0", "0s", "soon", "-3", ""] {
+            let err = with(bad).unwrap_err();
+            assert!(matches!(err, ConfigError::Timeout(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("like 120"), "{err}");
         }
     }
 }
