@@ -8,7 +8,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "mss-backup",
     version,
-    args_conflicts_with_subcommands = true,
     about = "Back up MSS (cloud-data/) into one checksummed tar.gz, safely while MSS runs.",
     long_about = "Back up MSS (cloud-data/) into one checksummed tar.gz, safely while MSS runs.\n\n\
         With no command, makes one backup now. Settings come from MSS_BACKUP_* environment \

@@ -83,6 +83,7 @@ fn assert_nothing_half_sent(env: &TestEnv, remote: &Remote) {
     assert!(
         here.iter().all(|n| n == name
             || *n == format!("{name}.sha256")
+            || *n == format!(".{name}.index")
             || n == "mss-backup-latest.tar.gz"),
         "{here:?}"
     );

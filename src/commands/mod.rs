@@ -25,6 +25,15 @@ use crate::config::{Overrides, Settings};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     crate::progress::set_quiet(cli.global.quiet);
+    if cli.full && cli.command.is_some() {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--full before a command: it belongs to a backup (`mss-backup --full` or `mss-backup backup --full`)",
+            )
+            .exit();
+    }
     let command = cli.command.unwrap_or(Command::Backup {
         json: false,
         full: cli.full,
