@@ -93,13 +93,7 @@ pub struct HttpProxy {
 impl HttpProxy {
     /// A proxy in front of `endpoint` (`http://IP:PORT`).
     pub fn start(endpoint: &str) -> HttpProxy {
-        let upstream: SocketAddr = endpoint
-            .trim_start_matches("http://")
-            .parse()
-            .expect("the test gateway is at http://IP:PORT");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (upstream, listener, port) = super::proxy::in_front_of(endpoint);
         let state = Arc::new(State {
             upstream,
             stopped: AtomicBool::new(false),

@@ -34,15 +34,22 @@ const FROZEN: u8 = 1;
 
 const DEAD: u8 = 2;
 
+/// The gateway at `endpoint` (`http://IP:PORT`), and a non-blocking
+/// listener on a free port of 127.0.0.1 to stand in front of it.
+pub fn in_front_of(endpoint: &str) -> (SocketAddr, TcpListener, u16) {
+    let upstream: SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the test gateway is at http://IP:PORT");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (upstream, listener, port)
+}
+
 impl Proxy {
     pub fn start(endpoint: &str) -> Proxy {
-        let upstream: SocketAddr = endpoint
-            .trim_start_matches("http://")
-            .parse()
-            .expect("the test gateway is at http://IP:PORT");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (upstream, listener, port) = in_front_of(endpoint);
         let state = Arc::new(ProxyState {
             mode: AtomicU8::new(FORWARD),
             upstream,

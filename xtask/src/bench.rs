@@ -23,6 +23,9 @@ struct Options {
     sizes_only: bool,
     /// Only the night scenario (see `night.rs`).
     night_only: bool,
+    /// The night without the S3 gateway (a 4 GiB night outgrows its
+    /// in-memory store).
+    no_s3: bool,
 }
 
 /// The mixes and seeds measured by default: every named mix (see
@@ -47,6 +50,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         mix_mib: 100,
         sizes_only: false,
         night_only: false,
+        no_s3: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -65,9 +69,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 .push(it.next().ok_or("--mix takes a mix name")?.clone()),
             "--sizes-only" => options.sizes_only = true,
             "--night" => options.night_only = true,
+            "--no-s3" => options.no_s3 = true,
             other => {
                 return Err(format!(
-                    "unknown bench option {other} (use --size-mib N, --rounds N, --mix NAME, --seed N, --mix-mib N, --sizes-only, --night)"
+                    "unknown bench option {other} (use --size-mib N, --rounds N, --mix NAME, --seed N, --mix-mib N, --sizes-only, --night, --no-s3)"
                 ));
             }
         }
@@ -133,7 +138,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     if options.night_only {
-        return crate::night::night(&bin, &data, &work, options.rounds);
+        return crate::night::night(&bin, &data, &work, options.rounds, !options.no_s3);
     }
     // Every command reads the data from the page cache, the first one of
     // the first round too: read it all once, untimed. (Through `cat`: GNU
@@ -355,7 +360,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     );
     report("backup", &backup);
     report("read back", &read);
-    crate::night::night(&bin, &data, &work, options.rounds)?;
+    crate::night::night(&bin, &data, &work, options.rounds, !options.no_s3)?;
     let sizes = sizes_by_mix(&bin, &generator, &target, &options)?;
     report_sizes(&sizes, options.mix_mib);
     Ok(())

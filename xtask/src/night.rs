@@ -29,7 +29,13 @@ struct Night {
     s3_sent: Option<u64>,
 }
 
-pub fn night(bin: &Path, data: &Path, work: &Path, rounds: usize) -> Result<(), String> {
+pub fn night(
+    bin: &Path,
+    data: &Path,
+    work: &Path,
+    rounds: usize,
+    with_s3: bool,
+) -> Result<(), String> {
     let has_restic = crate::services::ensure_packages(&["restic", "rsync"])
         .map(|()| true)
         .unwrap_or_else(|e| {
@@ -38,9 +44,13 @@ pub fn night(bin: &Path, data: &Path, work: &Path, rounds: usize) -> Result<(), 
         });
     // S3: the real gateway of the tests, behind a proxy that counts what
     // the client sends; without Ceph the night runs without S3.
-    let rgw = crate::services::Rgw::start(work)
-        .map_err(|e| eprintln!("xtask: no S3 gateway ({e}): the night runs without S3"))
-        .ok();
+    let rgw = with_s3
+        .then(|| {
+            crate::services::Rgw::start(work)
+                .map_err(|e| eprintln!("xtask: no S3 gateway ({e}): the night runs without S3"))
+                .ok()
+        })
+        .flatten();
     let s3 = rgw.as_ref().and_then(|rgw| {
         use crate::services::Service;
         let vars: std::collections::BTreeMap<String, String> = rgw.env().into_iter().collect();
