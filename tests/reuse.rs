@@ -280,3 +280,37 @@ fn full_every_zero_makes_every_backup_full_and_a_bad_value_is_refused() {
     let out = env.expect(&["--full", "list"], 2);
     assert!(stderr(&out).contains("--full"), "{}", stderr(&out));
 }
+
+#[test]
+fn ctrl_c_while_members_are_copied_leaves_nothing_and_the_next_night_reuses_again() {
+    use crate::support::kill::{assert_next_run_cleans_up, assert_nothing_lost, strace_signal_at};
+    let env = TestEnv::with_audio(8);
+    env.backup_ok();
+    env.backup_ok();
+    let before = env.archives();
+    let wavs = wavs(&env);
+    let middle = wavs[wavs.len() / 2].clone();
+    // SIGINT as the writer opens a WAV half-way through: in this run the
+    // WAVs are copied from the previous archive, not compressed.
+    let out = strace_signal_at(&env, None, "SIGINT", "openat", Some(&middle), 1, &[]);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let status = env.status();
+    assert!(
+        status["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("interrupted by SIGINT")),
+        "{status}"
+    );
+    assert_eq!(
+        status["reuse"]["reused_from"],
+        before[1].as_str(),
+        "the interrupted run was copying members: {status}"
+    );
+    assert_eq!(env.archives(), before, "nothing new under a backup's name");
+    assert_eq!(hidden_leftovers(&env.archive_dir()), Vec::<String>::new());
+    assert_nothing_lost(&env, "SIGINT while members are copied");
+    assert_next_run_cleans_up(&env, "SIGINT while members are copied");
+    let night = reuse(&env);
+    assert_eq!(night["reused_from"], before[1].as_str(), "{night}");
+    assert!(night["reused_files"].as_u64().unwrap_or(0) > 0, "{night}");
+}
