@@ -163,17 +163,9 @@ fn print_summary(plan: &Plan, report: &RunStatus) {
         ),
     }
     if report.archive.is_some()
-        && let Some(made) = &report.reuse
+        && let Some(line) = report.reuse.as_ref().and_then(crate::display::made_line)
     {
-        match (&made.full, &made.reused_from) {
-            (Some(why), _) => eprintln!("  {why}"),
-            (None, Some(from)) => eprintln!(
-                "  {} unchanged files ({}) copied compressed from {from}",
-                made.reused_files,
-                human_bytes(made.reused_bytes)
-            ),
-            (None, None) => {}
-        }
+        eprintln!("  {line}");
     }
     for target in &report.targets {
         if only_offsite_failed && target.status == Outcome::Failure {

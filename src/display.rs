@@ -28,3 +28,17 @@ pub fn human_age(age: chrono::TimeDelta) -> String {
         s => format!("{}d", s / 86_400),
     }
 }
+
+/// How a backup was made, in one line: why it was a full one, or what it
+/// copied from the previous backup (the run's summary and `status`).
+pub fn made_line(made: &mss_backup_core::reuse::Made) -> Option<String> {
+    match (&made.full, &made.reused_from) {
+        (Some(why), _) => Some(why.clone()),
+        (None, Some(from)) => Some(format!(
+            "{} unchanged files ({}) copied compressed from {from}",
+            made.reused_files,
+            human_bytes(made.reused_bytes)
+        )),
+        (None, None) => None,
+    }
+}

@@ -144,6 +144,12 @@ fn unchanged_files_are_copied_and_make_the_members_a_full_backup_makes() {
     assert_eq!(tonight["reused_from"], archives[2].as_str(), "{tonight}");
     assert_eq!(tonight["reused_files"], files - 1, "{tonight}");
 
+    let status = stdout(&env.expect(&["status"], 0));
+    assert!(
+        status.contains(&format!("\n  made: {} unchanged files (", files - 1)),
+        "{status}"
+    );
+
     // What was copied reads back as the files on disk: verify decodes
     // every member against the manifest, and tar gives the rewritten WAV.
     env.expect(&["verify", &archives[3]], 0);

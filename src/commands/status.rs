@@ -82,6 +82,11 @@ fn show_status(settings: &Settings, json: bool, max_age: Option<&str>) -> Result
                 human_bytes(report.size_bytes.unwrap_or(0))
             );
         }
+        if report.archive.is_some()
+            && let Some(line) = report.reuse.as_ref().and_then(crate::display::made_line)
+        {
+            println!("  made: {line}");
+        }
         if let Some(error) = &report.error {
             println!("  error: {error}");
         }
