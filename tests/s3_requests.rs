@@ -181,3 +181,51 @@ fn s3_a_night_killed_mid_server_side_copy_leaves_no_object_and_the_next_is_whole
     assert_eq!(rgw.download(&format!("{prefix}{next}"), &fetched), sha);
     assert!(fs::read(&fetched).unwrap() == fs::read(env.archive_dir().join(&next)).unwrap());
 }
+
+/// Ctrl-C while the gateway sits on a request of tonight's upload (held by
+/// the proxy, with `s3_timeout` at half an hour): the run stops after its
+/// short grace instead of waiting out the timeout and its retries, says it
+/// was interrupted, keeps the local backup, and leaves nothing under
+/// tonight's name on S3.
+#[test]
+fn s3_ctrl_c_while_the_gateway_sits_on_an_upload_stops_the_run() {
+    let rgw = rgw();
+    let prefix = unique_prefix("stopheld");
+    let mut env = TestEnv::with_audio(8);
+    s3_vars(&rgw, &prefix, &mut env);
+    env.set("MSS_BACKUP_S3_TIMEOUT", "30m");
+    let proxy = HttpProxy::start(&rgw.endpoint);
+    env.set("MSS_BACKUP_S3_ENDPOINT", &proxy.endpoint());
+    proxy.hold(|r| r.method == "PUT");
+    let mut child = env
+        .cmd(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_while_running(&mut child, "an upload request was sent", || proxy.holding());
+    let pid = i32::try_from(child.id()).unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    // A watchdog against a hang only: without the stop, the run would sit
+    // on the held request for the half hour of `s3_timeout`.
+    let out = crate::support::watch::finish(child, "the run after Ctrl-C");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted by SIGINT"),
+        "{}",
+        stderr(&out)
+    );
+    drop(proxy);
+    let (name, _, _) = newest_local(&env);
+    let check = tool(
+        "sha256sum",
+        &["-c", &format!("{name}.sha256")],
+        &env.archive_dir(),
+    );
+    assert!(check.contains(&format!("{name}: OK")), "{check}");
+    assert_eq!(
+        rgw.keys(&prefix),
+        Vec::<String>::new(),
+        "nothing under tonight's name"
+    );
+}

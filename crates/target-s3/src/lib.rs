@@ -126,6 +126,45 @@ impl From<opendal::Error> for Failure {
     }
 }
 
+/// How long a stop signal lets a running upload reach its own next check
+/// (between parts), where it aborts the multipart upload cleanly.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `work` to its end, or until a stop signal has waited
+/// [`STOP_GRACE`] for it: a request the server sits on (a frozen gateway)
+/// would otherwise hold Ctrl-C or `systemctl stop` for `s3_timeout` and
+/// every retry. What was begun on the server is then left as after a kill:
+/// an unfinished multipart upload, never an object under a backup's name
+/// (a lifecycle rule removes those; see docs/s3-append-only.md).
+async fn until_stopped<T>(
+    work: impl std::future::Future<Output = Result<T, (String, Failure)>>,
+    what: &str,
+) -> Result<T, (String, Failure)> {
+    let mut work = std::pin::pin!(work);
+    let mut deadline: Option<std::time::Instant> = None;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), work.as_mut()).await {
+            Ok(done) => return done,
+            Err(_) => {
+                let Err(signal) = mss_backup_core::interrupt::check() else {
+                    continue;
+                };
+                let deadline =
+                    *deadline.get_or_insert_with(|| std::time::Instant::now() + STOP_GRACE);
+                if std::time::Instant::now() >= deadline {
+                    return Err((
+                        what.to_string(),
+                        Failure::Local {
+                            what: what.to_string(),
+                            source: signal,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+}
+
 fn local(what: impl Into<String>) -> impl FnOnce(io::Error) -> Failure {
     let what = what.into();
     move |source| Failure::Local { what, source }
@@ -290,8 +329,12 @@ impl Target for S3Target {
         progress: &dyn Progress,
     ) -> Result<(), TargetError> {
         let prefix = self.prefix()?;
+        let uploading = format!("uploading {}", artifact.name.file_name());
         self.runtime
-            .block_on(self.put_async(artifact, prefix, progress))
+            .block_on(until_stopped(
+                self.put_async(artifact, prefix, progress),
+                &uploading,
+            ))
             .map_err(|(action, f)| self.error(action, f))
     }
 
