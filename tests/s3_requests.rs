@@ -229,3 +229,42 @@ fn s3_ctrl_c_while_the_gateway_sits_on_an_upload_stops_the_run() {
         "nothing under tonight's name"
     );
 }
+
+/// The same for a download: Ctrl-C while the gateway sits on the GET of
+/// the archive during a drill (`verify --from s3:latest`) stops it, and
+/// the drill's temp copy is gone.
+#[test]
+fn s3_ctrl_c_while_the_gateway_sits_on_a_download_stops_the_drill() {
+    let rgw = rgw();
+    let prefix = unique_prefix("stopget");
+    let mut env = TestEnv::with_audio(2);
+    s3_vars(&rgw, &prefix, &mut env);
+    env.backup_ok();
+    env.set("MSS_BACKUP_S3_TIMEOUT", "30m");
+    let proxy = HttpProxy::start(&rgw.endpoint);
+    env.set("MSS_BACKUP_S3_ENDPOINT", &proxy.endpoint());
+    proxy.hold(|r| r.method == "GET" && r.path().ends_with(".tar.gz"));
+    let mut child = env
+        .cmd(&["verify", "--from", "s3:latest"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_while_running(&mut child, "the archive's download was asked for", || {
+        proxy.holding()
+    });
+    let pid = i32::try_from(child.id()).unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = crate::support::watch::finish(child, "the drill after Ctrl-C");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted by SIGINT"),
+        "{}",
+        stderr(&out)
+    );
+    let left: Vec<String> = entries(&env.backup_dir)
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n != ".lock")
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "the drill's temp copy is gone");
+}

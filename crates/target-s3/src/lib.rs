@@ -373,9 +373,11 @@ impl Target for S3Target {
             name: name.file_name(),
         };
         target::fetch_checked(&self.label, name, dest_dir, |archive, sidecar| {
-            let current = self
-                .runtime
-                .block_on(self.fetch_async(name, prefix, archive, sidecar));
+            let downloading = format!("downloading {}", name.file_name());
+            let current = self.runtime.block_on(until_stopped(
+                self.fetch_async(name, prefix, archive, sidecar),
+                &downloading,
+            ));
             match current {
                 Ok(()) => Ok(()),
                 // Not listed: perhaps hidden behind a delete marker, with
