@@ -306,8 +306,8 @@ impl<W: Write> ParallelGz<W> {
     }
 }
 
-/// The CRC-32 and size a gzip member ends with.
-fn trailer(member: &[u8]) -> Option<(u32, u32)> {
+/// The CRC-32 and size a gzip member ends with (its last 8 bytes).
+pub(crate) fn trailer(member: &[u8]) -> Option<(u32, u32)> {
     let tail: &[u8; 8] = member
         .get(member.len().checked_sub(8)?..)?
         .try_into()

@@ -162,6 +162,21 @@ pub fn index_name(name: &ArtifactName) -> String {
     format!(".{}{INDEX_SUFFIX}", name.plain().file_name())
 }
 
+/// The archive file name a member index's `file_name` belongs to, the
+/// inverse of [`index_name`]; `None` for any other name.
+pub fn indexed_archive(file_name: &str) -> Option<&str> {
+    file_name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(INDEX_SUFFIX))
+        .filter(|archive| ArtifactName::parse(archive).is_some())
+}
+
+/// Seconds since 1970 (0 for a clock before it), as the index keeps times.
+pub fn unix_secs(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 pub const INDEX_SUFFIX: &str = ".index";
 
 /// Writes `index` atomically (0600): its sha256, a newline, the JSON.
@@ -326,8 +341,7 @@ fn open_basis(
     if index.archive != name.file_name() {
         return Err(Full::IndexDamaged(format!("it names {}", index.archive)));
     }
-    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let age = now_secs - index.full_at;
+    let age = unix_secs(now) - index.full_at;
     // A full backup "from the future" (a clock set back) is due too.
     if age < 0 || age as u64 >= policy.every.as_secs() {
         return Err(Full::Due {
@@ -435,9 +449,9 @@ impl Basis {
                         .read_exact_at(&mut tail, member.offset + member.len - 8)
                 })
                 .map_err(|e| e.to_string())?;
-            let crc = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-            let isize = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]);
-            if head != [0x1f, 0x8b, 0x08] || (crc, isize) != (member.crc32, member.isize) {
+            if head != [0x1f, 0x8b, 0x08]
+                || crate::gz::trailer(&tail) != Some((member.crc32, member.isize))
+            {
                 return Err(format!(
                     "member at {} differs from the index",
                     member.offset
@@ -503,6 +517,16 @@ pub struct Made {
     pub reused_files: u64,
     /// The files' own bytes (not compressed).
     pub reused_bytes: u64,
+}
+
+impl Made {
+    /// A full run, and why.
+    pub fn full(why: String) -> Self {
+        Self {
+            full: Some(why),
+            ..Self::default()
+        }
+    }
 }
 
 #[cfg(test)]

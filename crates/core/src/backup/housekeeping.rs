@@ -251,10 +251,7 @@ pub(super) fn remove_leftovers(plan: &Plan) -> Result<(), BackupError> {
                 continue;
             }
             // A member index stays as long as its archive does.
-            if let Some(archive) = name
-                .strip_prefix('.')
-                .and_then(|n| n.strip_suffix(crate::reuse::INDEX_SUFFIX))
-                .filter(|a| ArtifactName::parse(a).is_some())
+            if let Some(archive) = crate::reuse::indexed_archive(&name)
                 && archive_dir.join(archive).exists()
             {
                 continue;

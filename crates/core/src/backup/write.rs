@@ -103,15 +103,12 @@ pub(super) fn write_archive(
     // The previous archive is hashed against its sidecar on another core
     // while the database is copied and the archive written; what is made
     // from it is kept only if that hash matched (else made again in full).
-    let (mut basis, mut checking, mut full_at) =
+    let (basis, checking, mut full_at) =
         match reuse::open_unchecked(archive_dir, plan.full, SystemTime::now()) {
             reuse::Mode::Full(why) => {
                 tracing::info!("{why}");
-                *made = Some(Made {
-                    full: Some(why),
-                    ..Made::default()
-                });
-                (None, None, unix_now())
+                *made = Some(Made::full(why));
+                (None, None, reuse::unix_secs(SystemTime::now()))
             }
             reuse::Mode::Reuse(basis) => {
                 *made = Some(Made {
@@ -278,14 +275,11 @@ pub(super) fn write_archive(
         }
         Ok(Ok(written))
     };
-    let mut written = attempt(basis.take(), checking.take());
+    let mut written = attempt(basis, checking);
     if let Ok(Err(why)) = &written {
         tracing::warn!("{why}");
-        *made = Some(Made {
-            full: Some(why.clone()),
-            ..Made::default()
-        });
-        full_at = unix_now();
+        *made = Some(Made::full(why.clone()));
+        full_at = reuse::unix_secs(SystemTime::now());
         written = attempt(None, None);
     }
     // A full attempt has nothing to check, so no second redo.
@@ -390,12 +384,6 @@ pub(super) fn write_archive(
         written.files,
         sealed,
     ))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The CRC-32 and size of the archive at `path` as it is on disk
